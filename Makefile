@@ -1,0 +1,57 @@
+# The project's vocabulary. Every target creates or reuses .venv itself, so on a fresh
+# machine `make run` and `make test` are the only two commands anyone needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export TRIPBOOK_ENV ?= development
+
+.PHONY: run test lint format typecheck migrate seed worker beat bench load k8s services clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+services: ## say in one line what is missing when PostgreSQL or Redis does not answer
+	@$(BIN)/python -m tripbook.core.preflight
+
+run: $(STAMP) services migrate seed ## the whole system in the foreground; Ctrl-C stops all
+	$(BIN)/honcho -f deploy/Procfile.dev start
+
+test: $(STAMP) ## the whole suite against real PostgreSQL, Redis, Celery, SMTP and payment sandbox
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+migrate: $(STAMP)
+	$(BIN)/tripbook migrate
+
+seed: $(STAMP)
+	$(BIN)/tripbook seed-demo
+
+worker: $(STAMP)
+	$(BIN)/celery -A workers.app worker --loglevel INFO -Q payments,email,maintenance,celery
+
+beat: $(STAMP)
+	$(BIN)/celery -A workers.app beat --loglevel INFO
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

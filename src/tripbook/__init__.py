@@ -1,0 +1,1 @@
+"""tripbook: a reservation backend for booking trips."""

@@ -1,0 +1,68 @@
+"""The ``tripbook`` console script: migrate, seed demo data, create users."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, cast
+
+import typer
+from alembic import command
+from alembic.config import Config
+
+from tripbook.core.security import Role
+from tripbook.settings import get_settings
+
+app = typer.Typer(help="tripbook operations", no_args_is_help=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def alembic_config(database_url: str | None = None) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url or get_settings().database_url
+    return config
+
+
+@app.command()
+def migrate(revision: str = "head") -> None:
+    """Upgrade the database schema (Alembic) to REVISION."""
+    command.upgrade(alembic_config(), revision)
+    typer.echo(f"database migrated to {revision}")
+
+
+@app.command("seed-demo")
+def seed_demo() -> None:
+    """Create the demo catalogue and customer; safe to run again."""
+    from tripbook.demo import seed
+
+    summary = asyncio.run(seed(get_settings()))
+    typer.echo(summary)
+
+
+@app.command("create-user")
+def create_user(
+    email: Annotated[str, typer.Option(help="login email")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    full_name: Annotated[str, typer.Option("--full-name")] = "Operator",
+    role: Annotated[str, typer.Option(help="customer or ops")] = "customer",
+) -> None:
+    """Create a user, or update the password and role of an existing one."""
+    from tripbook.users.commands import upsert_user
+
+    if role not in ("customer", "ops"):
+        raise typer.BadParameter("role must be customer or ops", param_hint="--role")
+    created = asyncio.run(
+        upsert_user(
+            get_settings(),
+            email=email,
+            password=password,
+            full_name=full_name,
+            role=cast(Role, role),
+        )
+    )
+    typer.echo(f"{'created' if created else 'updated'} {role} {email.lower()}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,100 @@
+"""The async engine, the session factory and the request's unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tripbook.core.logging import get_logger
+from tripbook.settings import Settings
+
+log = get_logger(__name__)
+MAX_BIGINT = 2**63 - 1
+
+# Stable constraint names, so Alembic autogenerate and hand-written revisions agree.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True)}
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+def engine_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_s,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "connect_args": {
+            "timeout": settings.db_connect_timeout_s,
+            "server_settings": {
+                "application_name": "tripbook",
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+                "lock_timeout": str(settings.db_lock_timeout_ms),
+                # A crashed client must never leave a row lock behind.
+                "idle_in_transaction_session_timeout": "30000",
+            },
+        },
+    }
+
+
+def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
+    return create_async_engine(settings.database_url, **{**engine_options(settings), **overrides})
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run ``callback`` once the unit of work has committed (cache invalidation, relays).
+
+    Its failure is logged, never raised: the transaction already stands.
+    """
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+@asynccontextmanager
+async def unit_of_work(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """Yield a session; commit when the caller finishes cleanly, roll back otherwise."""
+    async with sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
+        for callback in callbacks:
+            try:
+                await callback()
+            except Exception:
+                log.exception("after_commit_failed", callback=getattr(callback, "__name__", "?"))

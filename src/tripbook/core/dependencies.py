@@ -1,0 +1,37 @@
+"""Dependencies every domain uses: settings, the request's session, Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tripbook.core.db import MAX_BIGINT, unit_of_work
+from tripbook.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with unit_of_work(request.app.state.sessionmaker) as session:
+        yield session
+
+
+def get_redis(request: Request) -> Redis:
+    redis: Redis = request.app.state.redis
+    return redis
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+# scope="function": the commit happens before the response is sent, so a client never
+# sees 201 for a transaction that then failed to commit.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+# Ids beyond PostgreSQL's bigint would otherwise overflow the driver and become a 500.
+IdPath = Annotated[int, Path(ge=1, le=MAX_BIGINT)]

@@ -1,0 +1,89 @@
+"""The domain error hierarchy. Services raise these; only ``main.py`` maps them to HTTP.
+
+    DomainError                  (500: a bug, never expected)
+    ├── NotFound                 404
+    ├── Conflict                 409
+    ├── PermissionDenied         403
+    ├── Unauthenticated          401
+    ├── InvalidInput             422
+    ├── PayloadTooLarge          413
+    ├── RateLimited              429, retryable
+    └── Unavailable              503, retryable (lock timeout, dependency down)
+
+Each domain subclasses these in its own ``exceptions.py`` with a stable ``code``
+(``SEATS_UNAVAILABLE``, ``DEPARTURE_NOT_FOUND`` …) that clients may switch on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class DomainError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    title: ClassVar[str] = "Internal error"
+    retry_after_s: int | None = None
+
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        self.message = message or self.title
+        self.context = context
+        super().__init__(self.message)
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "NOT_FOUND"
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "CONFLICT"
+    title = "Conflict"
+
+
+class PermissionDenied(DomainError):
+    status = 403
+    code = "PERMISSION_DENIED"
+    title = "Permission denied"
+
+
+class Unauthenticated(DomainError):
+    status = 401
+    code = "UNAUTHENTICATED"
+    title = "Not authenticated"
+
+
+class InvalidInput(DomainError):
+    status = 422
+    code = "INVALID_INPUT"
+    title = "Invalid input"
+
+
+class PayloadTooLarge(DomainError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+    title = "Request body too large"
+
+
+class RateLimited(DomainError):
+    status = 429
+    code = "RATE_LIMITED"
+    title = "Too many requests"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(DomainError):
+    """A temporary condition: the client should retry after ``retry_after_s``."""
+
+    status = 503
+    code = "UNAVAILABLE"
+    title = "Temporarily unavailable"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 1, **context: Any):
+        super().__init__(message, **context)
+        self.retry_after_s = retry_after_s

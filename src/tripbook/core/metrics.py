@@ -1,0 +1,63 @@
+"""Prometheus metrics that add up across gunicorn workers (multiprocess mode).
+
+``PROMETHEUS_MULTIPROC_DIR`` must be set before this module is imported in a multi-worker
+server; ``deploy/gunicorn.conf.py`` does that and cleans the directory on start.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+HTTP_REQUESTS = Counter(
+    "tripbook_http_requests_total",
+    "HTTP requests by method, route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "tripbook_http_request_duration_seconds",
+    "HTTP request latency by method and route template.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RESERVATIONS = Counter(
+    "tripbook_reservations_total",
+    "Reservation lifecycle events (held, confirmed, expired, cancelled, refused, ...).",
+    ["event"],
+)
+OUTBOX_BACKLOG = Gauge(
+    "tripbook_outbox_backlog",
+    "Outbox events not yet published, as last seen by the relay sweep.",
+    multiprocess_mode="mostrecent",
+)
+TASKS = Counter(
+    "tripbook_tasks_total",
+    "Celery task outcomes by task name (success, failure, retry).",
+    ["task", "outcome"],
+)
+TASK_DURATION = Histogram(
+    "tripbook_task_duration_seconds",
+    "Celery task run time by task name.",
+    ["task"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+
+
+def render_latest() -> tuple[bytes, str]:
+    """The exposition for /metrics: every process's samples when in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

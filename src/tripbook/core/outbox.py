@@ -1,0 +1,71 @@
+"""The transactional outbox: durable work recorded in the same transaction as the change.
+
+A service calls ``enqueue`` inside its unit of work; after commit a relay publishes the
+rows to Celery by task name (the API never imports ``workers``). A beat sweep publishes
+anything a crash left behind. Consumers record the event id in ``processed_event`` inside
+their own transaction, so a second delivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, Uuid, func, text
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tripbook.core.db import Base, TimestampMixin
+
+
+class OutboxEvent(TimestampMixin, Base):
+    __tablename__ = "outbox_event"
+    __table_args__ = (
+        Index(
+            "ix_outbox_event_unpublished",
+            "created_at",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    task: Mapped[str] = mapped_column(String(100))  # a stable Celery task name
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    published_at: Mapped[datetime | None]
+    publish_attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ProcessedEvent(Base):
+    """Idempotency for consumers: one row per (event, consumer) that has taken effect."""
+
+    __tablename__ = "processed_event"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("outbox_event.id", ondelete="CASCADE"), primary_key=True
+    )
+    consumer: Mapped[str] = mapped_column(String(100), primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+def enqueue(
+    session: AsyncSession, task: str, payload: dict[str, Any], *, request_id: str | None
+) -> OutboxEvent:
+    event = OutboxEvent(id=uuid.uuid4(), task=task, payload=payload, request_id=request_id)
+    session.add(event)
+    session.info.setdefault("outbox_event_ids", []).append(event.id)
+    return event
+
+
+async def claim_processing(session: AsyncSession, event_id: uuid.UUID, consumer: str) -> bool:
+    """True the first time (in this transaction) a consumer handles the event; else False."""
+    result = await session.execute(
+        insert(ProcessedEvent)
+        .values(event_id=event_id, consumer=consumer)
+        .on_conflict_do_nothing()
+        .returning(ProcessedEvent.event_id)
+    )
+    return result.first() is not None

@@ -1,0 +1,78 @@
+"""Rate limits per user, else per trusted client IP, counted in Redis without blocking.
+
+slowapi's own check is synchronous (laurentS/slowapi#130) and would block the event loop
+on every Redis round trip, so the limits are enforced with the async API of ``limits``,
+the library slowapi is built on, using the same "N/period" notation.
+If Redis is unreachable the limiter fails open and says so in the log: losing rate limiting
+for a minute is better than refusing every booking.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+from limits import RateLimitItem, parse
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from redis.exceptions import RedisError
+
+from tripbook.core.clientip import client_ip
+from tripbook.core.errors import RateLimited, Unauthenticated
+from tripbook.core.logging import get_logger
+from tripbook.core.security import decode_access_token
+from tripbook.settings import Settings
+
+log = get_logger(__name__)
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.enabled = settings.rate_limit_enabled
+        self._storage = RedisStorage(
+            settings.redis_url.replace("redis://", "async+redis://", 1),
+            implementation="redispy",
+            key_prefix=f"{settings.redis_key_prefix}ratelimit",
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        self._limiter = MovingWindowRateLimiter(self._storage)
+
+    def caller_key(self, request: Request) -> str:
+        authorization = request.headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            try:
+                return f"user:{decode_access_token(self.settings, token).user_id}"
+            except Unauthenticated:
+                pass  # the auth dependency answers 401; count it against the address
+        return f"ip:{client_ip(request, self.settings.trusted_proxies)}"
+
+    async def check(self, request: Request, limit: RateLimitItem, scope: str) -> None:
+        if not self.enabled:
+            return
+        caller = self.caller_key(request)
+        try:
+            allowed = await self._limiter.hit(limit, scope, caller)
+            if allowed:
+                return
+            reset_at, _ = await self._limiter.get_window_stats(limit, scope, caller)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("rate_limit_unavailable", scope=scope, error=type(exc).__name__)
+            return
+        retry_after = max(1, math.ceil(reset_at - time.time()))
+        raise RateLimited(f"Rate limit of {limit} exceeded", retry_after_s=retry_after, scope=scope)
+
+
+def rate_limit(scope: str, limit: str) -> Callable[[Request], Awaitable[None]]:
+    """A route dependency: ``dependencies=[Depends(rate_limit("auth", settings.x))]``."""
+    item = parse(limit)
+
+    async def dependency(request: Request) -> None:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        await limiter.check(request, item, scope)
+
+    return dependency

@@ -1,0 +1,80 @@
+"""Password hashing (argon2, off the event loop) and JWT access tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Literal
+
+import anyio.to_thread
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from tripbook.core.errors import Unauthenticated
+from tripbook.settings import Settings
+
+Role = Literal["customer", "ops"]
+JWT_ALGORITHM = "HS256"
+
+
+@lru_cache
+def _hasher() -> PasswordHasher:
+    return PasswordHasher()
+
+
+@lru_cache
+def _dummy_hash() -> str:
+    # Verified against when the user does not exist, so both paths cost the same.
+    return _hasher().hash("timing-equaliser")
+
+
+async def hash_password(password: str) -> str:
+    return await anyio.to_thread.run_sync(_hasher().hash, password)
+
+
+async def verify_password(password: str, password_hash: str | None) -> bool:
+    def verify() -> bool:
+        try:
+            return _hasher().verify(password_hash or _dummy_hash(), password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    matched = await anyio.to_thread.run_sync(verify)
+    return matched and password_hash is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: int
+    role: Role
+
+
+def create_access_token(settings: Settings, *, user_id: int, role: Role) -> str:
+    now = datetime.now(UTC)
+    payload = {
+        "sub": str(user_id),
+        "role": role,
+        "iat": now,
+        "exp": now + timedelta(seconds=settings.jwt_ttl_s),
+    }
+    return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm=JWT_ALGORITHM)
+
+
+def decode_access_token(settings: Settings, token: str) -> TokenClaims:
+    try:
+        payload = jwt.decode(
+            token,
+            settings.jwt_secret.get_secret_value(),
+            algorithms=[JWT_ALGORITHM],  # pinned: "none" and other algorithms are refused
+            options={"require": ["exp", "sub", "role"]},
+        )
+        role = payload["role"]
+        if role not in ("customer", "ops"):
+            raise Unauthenticated("Invalid token")
+        return TokenClaims(user_id=int(payload["sub"]), role=role)
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthenticated("Token expired") from exc
+    except (jwt.InvalidTokenError, ValueError) as exc:
+        raise Unauthenticated("Invalid token") from exc

@@ -1,0 +1,186 @@
+"""The application factory: middleware order, routers under /v1, the error mapping, lifespan.
+
+This module is the only place that turns domain errors into HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from types import FrameType
+from typing import Any
+
+from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tripbook import probes
+from tripbook.core.db import create_engine, create_sessionmaker
+from tripbook.core.errors import DomainError
+from tripbook.core.logging import configure_logging, get_logger
+from tripbook.core.middleware import (
+    AccessLogMiddleware,
+    BodySizeLimitMiddleware,
+    CorrelationIdAliasMiddleware,
+    is_valid_request_id,
+)
+from tripbook.core.ratelimit import RateLimiter
+from tripbook.core.redis import create_redis
+from tripbook.reservations.router import router as reservations_router
+from tripbook.settings import Settings, get_settings
+from tripbook.trips.router import router as trips_router
+from tripbook.users.router import auth_router, users_router
+
+log = get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    status: int,
+    *,
+    code: str,
+    title: str | None = None,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {
+        "type": f"https://tripbook.dev/problems/{code.lower().replace('_', '-')}",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail or title or HTTPStatus(status).phrase,
+        "code": code,
+        "request_id": correlation_id.get(),
+        **extra,
+    }
+    return JSONResponse(
+        jsonable_encoder(body), status_code=status, headers=headers, media_type=PROBLEM_JSON
+    )
+
+
+async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+    if exc.status >= 500:
+        log.warning("domain_error", code=exc.code, detail=exc.message, **exc.context)
+    return problem(
+        exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.message,
+        headers=headers,
+        **({"context": exc.context} if exc.context else {}),
+    )
+
+
+async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTPStatus(exc.status_code).name
+    return problem(
+        exc.status_code,
+        code=code,
+        detail=str(exc.detail),
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    return problem(
+        422,
+        code="VALIDATION_ERROR",
+        title="Invalid request",
+        detail="The request is invalid",
+        errors=errors,
+    )
+
+
+async def on_unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    # Runs in Starlette's outermost middleware, outside the correlation id middleware, so
+    # the id header is set here. The trace goes to the log, never to the client.
+    log.error("unhandled_exception", exc_info=exc)
+    request_id = correlation_id.get()
+    return problem(
+        500,
+        code="INTERNAL_ERROR",
+        detail="An unexpected error occurred; quote the request id when reporting it",
+        headers={"X-Request-ID": request_id} if request_id else None,
+    )
+
+
+def _drain_on_sigterm(app: FastAPI) -> None:
+    """Flip readiness to 503 the moment SIGTERM arrives, then let the server shut down."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        app.state.draining = True
+        if callable(previous):
+            previous(signum, frame)
+
+    if callable(previous):
+        signal.signal(signal.SIGTERM, handle)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    app.state.engine = create_engine(settings)
+    app.state.sessionmaker = create_sessionmaker(app.state.engine)
+    app.state.redis = create_redis(settings)
+    app.state.rate_limiter = RateLimiter(settings)
+    app.state.draining = False
+    # Outside the main thread (an in-process test client) there is no signal to hook.
+    with contextlib.suppress(ValueError):
+        _drain_on_sigterm(app)
+    log.info("startup", env=settings.env)
+    try:
+        yield
+    finally:
+        app.state.draining = True
+        await app.state.redis.aclose()
+        await app.state.engine.dispose()
+        log.info("shutdown")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    app = FastAPI(
+        title="tripbook",
+        version="1.0.0",
+        description="Search trips, hold seats, pay and cancel.",
+        lifespan=lifespan,
+        debug=settings.debug,
+        openapi_url="/v1/openapi.json",
+        docs_url="/docs" if settings.env != "production" else None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.draining = False
+
+    app.add_exception_handler(DomainError, on_domain_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected_error)
+
+    # Added innermost first: the request passes alias → correlation id → access log → limit.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(CorrelationIdMiddleware, validator=is_valid_request_id)
+    app.add_middleware(CorrelationIdAliasMiddleware)
+
+    app.include_router(probes.router)
+    for router in (auth_router, users_router, trips_router, reservations_router):
+        app.include_router(router)
+    return app

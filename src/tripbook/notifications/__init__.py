@@ -1,0 +1,1 @@
+"""Customer emails and loss-tolerant pings."""

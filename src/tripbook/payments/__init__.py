@@ -1,0 +1,1 @@
+"""Payment attempts, settlement and refunds through the payment gateway."""

@@ -1,0 +1,54 @@
+"""Liveness, readiness and metrics endpoints for the orchestrator and Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from tripbook.core.metrics import render_latest
+
+router = APIRouter(tags=["probes"], include_in_schema=False)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _check_database(request: Request) -> None:
+    async with request.app.state.engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+async def _check_redis(request: Request) -> None:
+    await request.app.state.redis.ping()
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    if state.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    timeout = state.settings.readiness_timeout_s
+    checks = {"database": _check_database, "redis": _check_redis}
+    results = await asyncio.gather(
+        *(asyncio.wait_for(check(request), timeout) for check in checks.values()),
+        return_exceptions=True,
+    )
+    failing = {
+        name: type(result).__name__
+        for name, result in zip(checks, results, strict=True)
+        if isinstance(result, BaseException)
+    }
+    if failing:
+        return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    body, content_type = render_latest()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,1 @@
+"""Seat holds and the reservation state machine."""

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from asgi_correlation_id import correlation_id
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from tripbook.core.db import after_commit
+from tripbook.core.dependencies import RedisDep, SessionDep, SettingsDep
+from tripbook.core.idempotency import IdempotencyKeyHeader, run_idempotently
+from tripbook.core.pagination import CursorQuery, LimitQuery, Page
+from tripbook.core.ratelimit import rate_limit
+from tripbook.reservations import service
+from tripbook.reservations.models import ReservationStatus
+from tripbook.reservations.schemas import ReservationCreate, ReservationRead
+from tripbook.reservations.service import HoldRequest
+from tripbook.settings import get_settings
+from tripbook.trips import cache
+from tripbook.users.dependencies import CurrentUser
+
+router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ReservationRead,
+    dependencies=[Depends(rate_limit("reservations", get_settings().rate_limit_reservations))],
+)
+async def create_reservation(
+    body: ReservationCreate,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    async def hold() -> ReservationRead:
+        reservation, trip_id = await service.hold_seats(
+            session,
+            user=user,
+            request=HoldRequest(
+                departure_id=body.departure_id,
+                seats=body.seats,
+                passenger_names=[passenger.full_name for passenger in body.passengers],
+            ),
+            hold_ttl=timedelta(seconds=settings.hold_ttl_s),
+            max_seats=settings.max_seats_per_reservation,
+            request_id=correlation_id.get(),
+        )
+        after_commit(session, lambda: cache.invalidate(redis, settings, trip_id))
+        return reservation
+
+    return await run_idempotently(
+        request,
+        session,
+        user_id=user.id,
+        key=idempotency_key,
+        ttl=timedelta(seconds=settings.idempotency_ttl_s),
+        status_code=status.HTTP_201_CREATED,
+        work=hold,
+    )
+
+
+@router.get("", response_model=Page[ReservationRead])
+async def list_reservations(
+    user: CurrentUser,
+    session: SessionDep,
+    status: ReservationStatus | None = None,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = 20,
+) -> Page[ReservationRead]:
+    return await service.list_reservations(
+        session, user=user, status=status, cursor=cursor, limit=limit
+    )
+
+
+@router.get("/{reservation_id}", response_model=ReservationRead)
+async def get_reservation(
+    reservation_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> ReservationRead:
+    reservation = await service.get_reservation(session, user=user, reservation_id=reservation_id)
+    return service.to_read(reservation)
+
+
+@router.post("/{reservation_id}/cancel", response_model=ReservationRead)
+async def cancel_reservation(
+    reservation_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+) -> ReservationRead:
+    reservation, released = await service.cancel(
+        session, user=user, reservation_id=reservation_id, request_id=correlation_id.get()
+    )
+    if released is not None:
+        after_commit(session, lambda: cache.invalidate(redis, settings, released.trip_id))
+    return reservation

@@ -1,0 +1,1 @@
+"""The trip catalogue and its departures' seat inventory."""

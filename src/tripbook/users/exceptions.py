@@ -1,0 +1,16 @@
+from tripbook.core.errors import Conflict, NotFound, Unauthenticated
+
+
+class EmailAlreadyRegistered(Conflict):
+    code = "EMAIL_ALREADY_REGISTERED"
+    title = "Email already registered"
+
+
+class InvalidCredentials(Unauthenticated):
+    code = "INVALID_CREDENTIALS"
+    title = "Incorrect email or password"
+
+
+class UserNotFound(NotFound):
+    code = "USER_NOT_FOUND"
+    title = "User not found"

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from fastapi import APIRouter, Depends, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from tripbook.core.dependencies import SessionDep, SettingsDep
+from tripbook.core.ratelimit import rate_limit
+from tripbook.core.security import Role, create_access_token
+from tripbook.settings import get_settings
+from tripbook.users import service
+from tripbook.users.dependencies import CurrentUser
+from tripbook.users.models import User
+from tripbook.users.schemas import AccessToken, UserCreate, UserRead
+
+auth_router = APIRouter(prefix="/v1/auth", tags=["auth"])
+users_router = APIRouter(prefix="/v1/users", tags=["users"])
+
+auth_limit = Depends(rate_limit("auth", get_settings().rate_limit_auth))
+
+
+@auth_router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserRead,
+    dependencies=[auth_limit],
+)
+async def register(body: UserCreate, session: SessionDep) -> User:
+    return await service.register(
+        session, email=body.email, password=body.password, full_name=body.full_name
+    )
+
+
+@auth_router.post("/token", response_model=AccessToken, dependencies=[auth_limit])
+async def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> AccessToken:
+    user = await service.authenticate(session, email=form.username, password=form.password)
+    return AccessToken(
+        access_token=create_access_token(settings, user_id=user.id, role=cast(Role, user.role)),
+        expires_in=settings.jwt_ttl_s,
+    )
+
+
+@users_router.get("/me", response_model=UserRead)
+async def me(user: CurrentUser) -> User:
+    return user
