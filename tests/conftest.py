@@ -1,0 +1,144 @@
+"""The suite's world: real PostgreSQL and Redis, one migrated database per session.
+
+Tests never skip for want of a service: if PostgreSQL or Redis does not answer, the run
+stops at once with a message saying which and how to fix it.
+"""
+
+from __future__ import annotations
+
+from tests import environment
+
+environment.apply()  # before anything reads tripbook's settings
+
+import asyncio  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import socket  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import AsyncIterator, Callable, Iterator  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+import structlog  # noqa: E402
+from alembic import command  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+from redis import Redis as SyncRedis  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
+
+from tests.support.factories import Factories  # noqa: E402
+from tripbook.cli import alembic_config  # noqa: E402
+from tripbook.main import create_app  # noqa: E402
+from tripbook.settings import Settings  # noqa: E402
+
+
+def _require(name: str, url: str, default_port: int) -> None:
+    parts = urlsplit(url.replace("+asyncpg", ""))
+    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
+    try:
+        socket.create_connection(address, timeout=3).close()
+    except OSError as exc:
+        pytest.exit(
+            f"{name} is not answering at {address[0]}:{address[1]} ({exc}). The suite needs "
+            f"real services and never skips: start it (`.ci/run` does) and run again.",
+            returncode=3,
+        )
+
+
+async def _recreate_database() -> None:
+    server = environment.PG_SERVER.replace("+asyncpg", "")
+    connection = await asyncpg.connect(f"{server}/postgres")
+    try:
+        await connection.execute(
+            f'DROP DATABASE IF EXISTS "{environment.DATABASE_NAME}" WITH (FORCE)'
+        )
+        await connection.execute(f'CREATE DATABASE "{environment.DATABASE_NAME}"')
+    finally:
+        await connection.close()
+
+
+def _clear_redis_keys() -> None:
+    for url in (environment.REDIS_URL, environment.BROKER_URL):
+        with SyncRedis.from_url(url) as redis:
+            for key in redis.scan_iter(match=f"{environment.KEY_PREFIX}*", count=1000):
+                redis.delete(key)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_database() -> str:
+    """Create and migrate the session's own database once; dev data is never touched."""
+    _require("PostgreSQL", environment.PG_SERVER, 5432)
+    _require("Redis", environment.REDIS_SERVER, 6379)
+    asyncio.run(_recreate_database())
+    command.upgrade(alembic_config(environment.DATABASE_URL), "head")
+    _clear_redis_keys()
+    return environment.DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def settings(test_database: str) -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tripbook.test") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def sessionmaker(app: FastAPI) -> async_sessionmaker[AsyncSession]:
+    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    return maker
+
+
+@pytest.fixture(scope="session")
+def factories(app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]) -> Factories:
+    return Factories(app=app, sessionmaker=sessionmaker)
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The JSON lines tripbook logged during the test, parsed."""
+    root = logging.getLogger()
+    formatter = next(
+        handler.formatter
+        for handler in root.handlers
+        if isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter)
+    )
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line]
+    finally:
+        root.removeHandler(handler)
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def in_days(days: float) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import socket
+
+import httpx
+
+from tripbook.main import create_app
+from tripbook.settings import Settings
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TestHealthz:
+    async def test_alive(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/healthz")
+
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok"}
+
+
+class TestReadyz:
+    async def test_ready_with_database_and_redis(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/readyz")
+
+        assert response.status_code == 200
+
+    async def test_names_the_database_when_it_is_down(self, settings: Settings) -> None:
+        broken = settings.model_copy(
+            update={
+                "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/x",
+                "readiness_timeout_s": 2.0,
+            }
+        )
+        app = create_app(broken)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+        ):
+            response = await c.get("/readyz")
+
+        assert response.status_code == 503
+        assert set(response.json()["failing"]) == {"database"}
+
+    async def test_names_redis_when_it_is_down(self, settings: Settings) -> None:
+        broken = settings.model_copy(
+            update={"redis_url": f"redis://127.0.0.1:{closed_port()}/0"}
+        )
+        app = create_app(broken)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+        ):
+            response = await c.get("/readyz")
+
+        assert response.status_code == 503
+        assert set(response.json()["failing"]) == {"redis"}
+
+    async def test_draining_is_not_ready(self, settings: Settings) -> None:
+        app = create_app(settings)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+        ):
+            app.state.draining = True
+            response = await c.get("/readyz")
+
+        assert response.status_code == 503
+        assert response.json()["status"] == "draining"
