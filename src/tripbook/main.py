@@ -138,7 +138,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = create_engine(settings)
     app.state.sessionmaker = create_sessionmaker(app.state.engine)
     app.state.redis = create_redis(settings)
-    app.state.rate_limiter = RateLimiter(settings)
+    app.state.rate_limiter = RateLimiter(settings, app.state.redis)
     app.state.draining = False
     # Outside the main thread (an in-process test client) there is no signal to hook.
     with contextlib.suppress(ValueError):

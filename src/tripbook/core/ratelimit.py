@@ -17,6 +17,7 @@ from fastapi import Request
 from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tripbook.core.clientip import client_ip
@@ -29,15 +30,15 @@ log = get_logger(__name__)
 
 
 class RateLimiter:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
         self.settings = settings
         self.enabled = settings.rate_limit_enabled
+        # Shares the app's connection pool (and its timeouts): one pool to size and close.
         self._storage = RedisStorage(
             settings.redis_url.replace("redis://", "async+redis://", 1),
             implementation="redispy",
             key_prefix=f"{settings.redis_key_prefix}ratelimit",
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
+            connection_pool=redis.connection_pool,
         )
         self._limiter = MovingWindowRateLimiter(self._storage)
 
