@@ -15,11 +15,19 @@ from tripbook.settings import get_settings
 
 app = typer.Typer(help="tripbook operations", no_args_is_help=True)
 
-ROOT = Path(__file__).resolve().parents[2]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def alembic_ini() -> Path:
+    """alembic.ini in the working directory (the image's /app), else the source checkout."""
+    for candidate in (Path.cwd() / "alembic.ini", SOURCE_ROOT / "alembic.ini"):
+        if candidate.is_file():
+            return candidate
+    raise typer.BadParameter("alembic.ini not found: run from the directory that holds it")
 
 
 def alembic_config(database_url: str | None = None) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
+    config = Config(str(alembic_ini()))
     config.attributes["database_url"] = database_url or get_settings().database_url
     return config
 

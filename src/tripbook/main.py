@@ -18,10 +18,12 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tripbook import probes
-from tripbook.core.db import create_engine, create_sessionmaker
+from tripbook.core.db import create_engine, create_sessionmaker, is_transient
 from tripbook.core.errors import DomainError
 from tripbook.core.logging import configure_logging, get_logger
 from tripbook.core.middleware import (
@@ -32,6 +34,8 @@ from tripbook.core.middleware import (
 )
 from tripbook.core.ratelimit import RateLimiter
 from tripbook.core.redis import create_redis
+from tripbook.core.relay import OutboxRelay
+from tripbook.payments.router import router as payments_router
 from tripbook.reservations.router import router as reservations_router
 from tripbook.settings import Settings, get_settings
 from tripbook.trips.router import router as trips_router
@@ -106,6 +110,20 @@ async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_transient(exc):
+        return await on_unexpected_error(request, exc)
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    log.warning("database_unavailable", error=type(exc).__name__, sqlstate=sqlstate)
+    return problem(
+        503,
+        code="UNAVAILABLE",
+        title="Temporarily unavailable",
+        detail="The database is busy or unreachable; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def on_unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     # Runs in Starlette's outermost middleware, outside the correlation id middleware, so
     # the id header is set here. The trace goes to the log, never to the client.
@@ -139,6 +157,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessionmaker = create_sessionmaker(app.state.engine)
     app.state.redis = create_redis(settings)
     app.state.rate_limiter = RateLimiter(settings, app.state.redis)
+    # Publishes this app's outbox events after each commit (see core/outbox.py).
+    app.state.relay = OutboxRelay(settings, app.state.engine)
     app.state.draining = False
     # Outside the main thread (an in-process test client) there is no signal to hook.
     with contextlib.suppress(ValueError):
@@ -148,6 +168,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         app.state.draining = True
+        await app.state.relay.aclose()
         await app.state.redis.aclose()
         await app.state.engine.dispose()
         log.info("shutdown")
@@ -172,6 +193,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(DBAPIError, on_database_error)
+    app.add_exception_handler(SQLAlchemyTimeoutError, on_database_error)
     app.add_exception_handler(Exception, on_unexpected_error)
 
     # Added innermost first: the request passes alias → correlation id → access log → limit.
@@ -181,6 +204,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CorrelationIdAliasMiddleware)
 
     app.include_router(probes.router)
-    for router in (auth_router, users_router, trips_router, reservations_router):
+    for router in (auth_router, users_router, trips_router, reservations_router, payments_router):
         app.include_router(router)
     return app

@@ -43,7 +43,9 @@ class TestHoldSeats:
         assert body["status"] == "held"
         assert body["total"] == {"amount": 7500, "currency": "EUR"}
         assert [p["full_name"] for p in body["passengers"]] == [
-            "Passenger 0", "Passenger 1", "Passenger 2"
+            "Passenger 0",
+            "Passenger 1",
+            "Passenger 2",
         ]
         assert await factories.seats_available(departure.id) == 7
         [reservation] = await factories.reservations(departure.id)
@@ -91,9 +93,7 @@ class TestHoldSeats:
         assert assert_problem(response, 422)["code"] == "DEPARTURE_CLOSED"
         assert await factories.seats_available(departure.id) == 50
 
-    async def test_unknown_departure(
-        self, client: httpx.AsyncClient, customer: Account
-    ) -> None:
+    async def test_unknown_departure(self, client: httpx.AsyncClient, customer: Account) -> None:
         response = await client.post(
             "/v1/reservations", json=hold_body(2**62), headers=customer.headers
         )
@@ -146,9 +146,7 @@ class TestHoldSeats:
 
         assert assert_problem(response, 422)["code"] == "VALIDATION_ERROR"
 
-    async def test_invalid_json_is_422(
-        self, client: httpx.AsyncClient, customer: Account
-    ) -> None:
+    async def test_invalid_json_is_422(self, client: httpx.AsyncClient, customer: Account) -> None:
         response = await client.post(
             "/v1/reservations",
             content=b'{"departure_id": 1,',
@@ -343,19 +341,25 @@ class TestReadReservations:
         owner, stranger = await factories.account(), await factories.account()
         departure = await factories.departure()
         created = [
-            (await client.post(
-                "/v1/reservations", json=hold_body(departure.id, 1), headers=owner.headers
-            )).json()["id"]
+            (
+                await client.post(
+                    "/v1/reservations", json=hold_body(departure.id, 1), headers=owner.headers
+                )
+            ).json()["id"]
             for _ in range(5)
         ]
-        await client.post("/v1/reservations", json=hold_body(departure.id, 1), headers=stranger.headers)
+        await client.post(
+            "/v1/reservations", json=hold_body(departure.id, 1), headers=stranger.headers
+        )
         await client.post(f"/v1/reservations/{created[0]}/cancel", headers=owner.headers)
 
         seen: list[str] = []
         cursor = None
         while True:
             params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-            page = (await client.get("/v1/reservations", params=params, headers=owner.headers)).json()
+            page = (
+                await client.get("/v1/reservations", params=params, headers=owner.headers)
+            ).json()
             seen += [item["id"] for item in page["items"]]
             cursor = page["next_cursor"]
             if cursor is None:

@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -98,3 +100,24 @@ async def unit_of_work(
                 await callback()
             except Exception:
                 log.exception("after_commit_failed", callback=getattr(callback, "__name__", "?"))
+
+
+# SQLSTATEs that mean "try again shortly", not "this request is wrong": lock and statement
+# timeouts, serialization failures and deadlocks, an administrator ending the session, too
+# many connections, and the whole connection-exception class (08xxx).
+TRANSIENT_SQLSTATES = frozenset({"55P03", "57014", "40001", "40P01", "57P01", "57P02", "53300"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for database failures a client should simply retry (answered with 503)."""
+    if isinstance(exc, SQLAlchemyTimeoutError):  # the pool had no connection in time
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is None:
+        # Connection refused or reset before PostgreSQL said anything.
+        return isinstance(exc.orig.__cause__ if exc.orig else None, OSError | ConnectionError)
+    return sqlstate in TRANSIENT_SQLSTATES or str(sqlstate).startswith("08")

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 from fastapi import Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, ForeignKey, Index, SmallInteger, String, delete, update
+from sqlalchemy import BigInteger, ForeignKey, Index, SmallInteger, String, delete, func, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tripbook.core.db import Base, TimestampMixin
@@ -30,8 +30,8 @@ class IdempotencyRecord(TimestampMixin, Base):
     )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
-    response_status: Mapped[int | None] = mapped_column(SmallInteger)
-    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    response_status: Mapped[int] = mapped_column(SmallInteger)
+    response_body: Mapped[dict[str, Any]] = mapped_column(JSONB)
     expires_at: Mapped[datetime]
 
 
@@ -55,91 +55,61 @@ class StoredResponse:
     body: dict[str, Any]
 
 
-# A claim older than this belongs to a request that died (the statement timeout is far
-# shorter), so another request may take it over.
-ABANDONED_AFTER = timedelta(seconds=60)
-
-
 def fingerprint(method: str, path: str, body: Any) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
-async def claim(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    *,
-    user_id: int,
-    key: str,
-    request_fingerprint: str,
-    ttl: timedelta,
-) -> StoredResponse | None:
-    """Claim the key for this request in its own committed transaction.
+def _lock_id(user_id: int, key: str) -> int:
+    digest = hashlib.sha256(f"{user_id}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
-    Returns None when the caller owns the key and should do the work, the stored response
-    when it was done before; raises when the key is busy or was used for another request.
+
+async def claim(
+    session: AsyncSession, *, user_id: int, key: str, request_fingerprint: str
+) -> StoredResponse | None:
+    """Claim the key inside the request's own transaction.
+
+    A transaction-scoped advisory lock marks the request in flight: a concurrent request
+    with the same key fails to take it and is told to retry, and a crash or rollback
+    releases it with nothing stored, so a retry does the work. Returns the stored
+    response of an earlier request, or None when the caller should do the work.
     """
-    now = datetime.now(UTC)
-    async with sessionmaker() as session, session.begin():
-        claimed = await session.execute(
-            insert(IdempotencyRecord)
-            .values(
-                user_id=user_id,
-                key=key,
-                fingerprint=request_fingerprint,
-                expires_at=now + ttl,
-                created_at=now,
-            )
-            .on_conflict_do_update(
-                index_elements=["user_id", "key"],
-                set_={
-                    "fingerprint": request_fingerprint,
-                    "created_at": now,
-                    "expires_at": now + ttl,
-                },
-                # Take over only an expired record or an abandoned claim.
-                where=(IdempotencyRecord.expires_at <= now)
-                | (
-                    IdempotencyRecord.response_status.is_(None)
-                    & (IdempotencyRecord.created_at < now - ABANDONED_AFTER)
-                ),
-            )
-            .returning(IdempotencyRecord.key)
-        )
-        if claimed.first() is not None:
-            return None
-        record = await session.get(IdempotencyRecord, (user_id, key))
-    if record is None:  # deleted between the two statements: treat as busy
+    locked = await session.scalar(select(func.pg_try_advisory_xact_lock(_lock_id(user_id, key))))
+    if not locked:
         raise IdempotentRequestInProgress()
+    record = await session.get(IdempotencyRecord, (user_id, key))
+    if record is None or record.expires_at <= datetime.now(UTC):
+        return None
     if record.fingerprint != request_fingerprint:
         raise IdempotencyKeyReused()
-    if record.response_status is None or record.response_body is None:
-        raise IdempotentRequestInProgress()
     return StoredResponse(record.response_status, record.response_body)
 
 
 async def store_response(
-    session: AsyncSession, *, user_id: int, key: str, status: int, body: dict[str, Any]
+    session: AsyncSession,
+    *,
+    user_id: int,
+    key: str,
+    request_fingerprint: str,
+    status: int,
+    body: dict[str, Any],
+    ttl: timedelta,
 ) -> None:
     """Record the outcome in the caller's transaction: it stands or falls with the work."""
+    now = datetime.now(UTC)
+    values = {
+        "fingerprint": request_fingerprint,
+        "response_status": status,
+        "response_body": body,
+        "created_at": now,
+        "expires_at": now + ttl,
+    }
     await session.execute(
-        update(IdempotencyRecord)
-        .where(IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key)
-        .values(response_status=status, response_body=body)
+        insert(IdempotencyRecord)
+        .values(user_id=user_id, key=key, **values)
+        .on_conflict_do_update(index_elements=["user_id", "key"], set_=values)
     )
-
-
-async def release(
-    sessionmaker: async_sessionmaker[AsyncSession], *, user_id: int, key: str
-) -> None:
-    """Forget a claim whose request failed, so that a retry can do the work."""
-    async with sessionmaker() as session, session.begin():
-        await session.execute(
-            delete(IdempotencyRecord).where(
-                IdempotencyRecord.user_id == user_id,
-                IdempotencyRecord.key == key,
-                IdempotencyRecord.response_status.is_(None),
-            )
-        )
 
 
 async def purge_expired(session: AsyncSession, *, now: datetime | None = None) -> int:
@@ -165,29 +135,22 @@ async def run_idempotently(
     status_code: int,
     work: Callable[[], Awaitable[BaseModel]],
 ) -> Response:
-    """Do ``work`` once per (user, key); replay its stored response for repeats.
-
-    A request that fails (domain error or crash) releases its claim: nothing was done,
-    so a retry with the same key may do the work.
-    """
+    """Do ``work`` once per (user, key) and replay its stored response for repeats."""
     if key is None:
         result = await work()
         return Response(result.model_dump_json(), status_code, media_type="application/json")
-    sessionmaker = request.app.state.sessionmaker
-    stored = await claim(
-        sessionmaker,
-        user_id=user_id,
-        key=key,
-        request_fingerprint=fingerprint(request.method, request.url.path, await request.json()),
-        ttl=ttl,
-    )
+    request_fingerprint = fingerprint(request.method, request.url.path, await request.json())
+    stored = await claim(session, user_id=user_id, key=key, request_fingerprint=request_fingerprint)
     if stored is not None:
         return JSONResponse(stored.body, stored.status, headers={"Idempotent-Replayed": "true"})
-    try:
-        result = await work()
-        body = result.model_dump(mode="json")
-        await store_response(session, user_id=user_id, key=key, status=status_code, body=body)
-    except BaseException:
-        await release(sessionmaker, user_id=user_id, key=key)
-        raise
+    body = (await work()).model_dump(mode="json")
+    await store_response(
+        session,
+        user_id=user_id,
+        key=key,
+        request_fingerprint=request_fingerprint,
+        status=status_code,
+        body=body,
+        ttl=ttl,
+    )
     return JSONResponse(body, status_code)

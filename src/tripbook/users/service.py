@@ -14,14 +14,11 @@ from tripbook.users.models import User
 async def register(
     session: AsyncSession, *, email: str, password: str, full_name: str, role: Role = "customer"
 ) -> User:
+    # Hash before touching the database: no pooled connection waits on ~100 ms of argon2.
+    password_hash = await hash_password(password)
     if await repository.get_by_email(session, email) is not None:
         raise EmailAlreadyRegistered()
-    user = User(
-        email=email.lower(),
-        password_hash=await hash_password(password),
-        full_name=full_name,
-        role=role,
-    )
+    user = User(email=email.lower(), password_hash=password_hash, full_name=full_name, role=role)
     session.add(user)
     try:
         await session.flush()
