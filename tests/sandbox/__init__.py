@@ -1,0 +1,1 @@
+"""Tests for the local payment gateway and SMTP sink in deploy/sandbox."""

@@ -1,0 +1,108 @@
+"""The SMTP sink over real SMTP and HTTP: what the email tests will read back."""
+
+from __future__ import annotations
+
+import smtplib
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import pytest
+
+from tests.support.sandboxes import SmtpSink, run_smtp_sink
+
+SENDER = "bookings@tripbook.test"
+
+
+@pytest.fixture(scope="module")
+def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpSink]:
+    with run_smtp_sink(tmp_path_factory.mktemp("smtp-sink")) as running:
+        yield running
+
+
+def new_address(name: str = "traveller") -> str:
+    return f"{name}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def plain_message(to: str, subject: str = "Plain") -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = SENDER
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = make_msgid(domain="tripbook.test")
+    message.set_content("Just text.\n")
+    return message
+
+
+def send(sink: SmtpSink, message: EmailMessage, to_addrs: list[str] | None = None) -> None:
+    with smtplib.SMTP(sink.smtp_host, sink.smtp_port, timeout=5) as smtp:
+        smtp.send_message(message, to_addrs=to_addrs)
+
+
+class TestReceive:
+    def test_multipart_text_and_html(self, sink: SmtpSink) -> None:
+        to = new_address()
+        message = plain_message(to, subject="Réservation confirmée TB-1234")
+        message.set_content("Total: 12,50 €\n")
+        message.add_alternative("<p>Total: <strong>12,50 €</strong></p>\n", subtype="html")
+
+        send(sink, message)
+
+        [item] = sink.messages(to=to)
+        assert item["mail_from"] == SENDER
+        assert item["rcpt_tos"] == [to]
+        assert item["subject"] == "Réservation confirmée TB-1234"
+        assert item["message_id"] == message["Message-ID"]
+        assert item["headers"]["To"] == to
+        assert item["headers"]["Content-Type"].startswith("multipart/alternative")
+        assert item["text"] == "Total: 12,50 €\n"
+        assert item["html"] == "<p>Total: <strong>12,50 €</strong></p>\n"
+        assert datetime.fromisoformat(item["received_at"]).tzinfo is not None
+
+    def test_plain_only_has_no_html(self, sink: SmtpSink) -> None:
+        to = new_address()
+
+        send(sink, plain_message(to))
+
+        [item] = sink.messages(to=to)
+        assert (item["text"], item["html"]) == ("Just text.\n", None)
+
+    def test_logs_each_message(self, sink: SmtpSink) -> None:
+        message = plain_message(new_address())
+
+        send(sink, message)
+
+        # Logged before the sink answers 250, so it is in the file once send() returns.
+        assert message["Message-ID"] in sink.log()
+
+
+class TestFilterByRecipient:
+    def test_only_that_recipient(self, sink: SmtpSink) -> None:
+        alice, bob = new_address("alice"), new_address("bob")
+        send(sink, plain_message(alice, subject="for alice"))
+        send(sink, plain_message(bob, subject="for bob"))
+
+        assert [m["subject"] for m in sink.messages(to=alice)] == ["for alice"]
+        assert [m["subject"] for m in sink.messages(to=bob.upper())] == ["for bob"]
+        assert sink.messages(to=new_address("nobody")) == []
+
+    def test_matches_envelope_recipients(self, sink: SmtpSink) -> None:
+        to, hidden = new_address("to"), new_address("bcc")
+
+        send(sink, plain_message(to, subject="with bcc"), to_addrs=[to, hidden])
+
+        [item] = sink.messages(to=hidden)
+        assert item["subject"] == "with bcc"
+        assert item["rcpt_tos"] == [to, hidden]
+
+
+class TestClear:
+    def test_delete_clears(self, sink: SmtpSink) -> None:
+        send(sink, plain_message(new_address()))
+        assert sink.messages() != []
+
+        sink.clear()
+
+        assert sink.messages() == []

@@ -1,0 +1,172 @@
+"""Start the local stand-ins for external services (deploy/sandbox) as real processes.
+
+Each runner picks free ports, logs to a file in the caller's log directory, waits until
+`/healthz` answers, and on exit stops the process (SIGTERM, then SIGKILL after 5 s). A
+process that dies before it is asked to stop is a failure, reported with its log's tail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SANDBOX_DIR = Path(__file__).resolve().parents[2] / "deploy" / "sandbox"
+STOP_TIMEOUT_S = 5.0
+LOG_TAIL_CHARS = 3000
+
+
+class SandboxError(RuntimeError):
+    """A sandbox process did not start, or died while it was in use."""
+
+
+def free_port() -> int:
+    """A port the OS just had free on 127.0.0.1 (small race: good enough for tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_http_ok(
+    url: str, timeout_s: float = 15.0, *, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll `url` until it answers 200; give up at the deadline, or at once if `process`
+    (the server behind it) has exited, since waiting longer could not help."""
+    deadline = time.monotonic() + timeout_s
+    last = "no attempt made"
+    with httpx.Client(timeout=1.0) as client:
+        while True:
+            if process is not None and process.poll() is not None:
+                raise SandboxError(f"{url}: the server exited with code {process.returncode}")
+            try:
+                response = client.get(url)
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 200:
+                    return
+                last = f"HTTP {response.status_code}"
+            if time.monotonic() >= deadline:
+                raise SandboxError(f"{url} did not answer 200 within {timeout_s}s ({last})")
+            time.sleep(0.05)  # poll interval, not a wait for something to happen
+
+
+@dataclass
+class RunningProcess:
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self) -> str:
+        return self.log()[-LOG_TAIL_CHARS:]
+
+
+@dataclass
+class PaymentSandbox(RunningProcess):
+    url: str
+
+    def stats(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/_sandbox/stats", timeout=5.0)
+        response.raise_for_status()
+        stats: dict[str, Any] = response.json()
+        return stats
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_sandbox/reset", timeout=5.0).raise_for_status()
+
+
+@dataclass
+class SmtpSink(RunningProcess):
+    smtp_host: str
+    smtp_port: int
+    http_url: str
+
+    def messages(self, to: str | None = None) -> list[dict[str, Any]]:
+        params = {"to": to} if to is not None else None
+        response = httpx.get(f"{self.http_url}/messages", params=params, timeout=5.0)
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    def clear(self) -> None:
+        httpx.delete(f"{self.http_url}/messages", timeout=5.0).raise_for_status()
+
+
+def _stop(popen: subprocess.Popen[bytes]) -> None:
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+
+
+@contextmanager
+def _run_script(
+    script: str, args: list[str], log_path: Path, health_url: str
+) -> Iterator[RunningProcess]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+        popen = subprocess.Popen(
+            [sys.executable, str(SANDBOX_DIR / script), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    running = RunningProcess(popen=popen, log_path=log_path)
+    try:
+        try:
+            wait_until_http_ok(health_url, process=popen)
+        except SandboxError as exc:
+            raise SandboxError(f"{script} did not start: {exc}\n{running.log_tail()}") from exc
+        yield running
+    finally:
+        exit_code = popen.poll()
+        _stop(popen)
+    if exit_code is not None:
+        raise SandboxError(f"{script} died (exit code {exit_code}):\n{running.log_tail()}")
+
+
+@contextmanager
+def run_payment_sandbox(log_dir: Path, timeout_delay_s: float = 30) -> Iterator[PaymentSandbox]:
+    """The payment gateway sandbox; `timeout_delay_s` is how long `tok_timeout` hangs."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["--host", "127.0.0.1", "--port", str(port), "--timeout-delay-s", str(timeout_delay_s)]
+    log_path = log_dir / f"payment-sandbox-{port}.log"
+    with _run_script("payment_gateway.py", args, log_path, f"{url}/healthz") as running:
+        yield PaymentSandbox(popen=running.popen, log_path=log_path, url=url)
+
+
+@contextmanager
+def run_smtp_sink(log_dir: Path) -> Iterator[SmtpSink]:
+    """The SMTP sink; `/healthz` answering means the SMTP port is listening too."""
+    smtp_port, http_port = free_port(), free_port()
+    while http_port == smtp_port:
+        http_port = free_port()
+    http_url = f"http://127.0.0.1:{http_port}"
+    args = ["--host", "127.0.0.1", "--smtp-port", str(smtp_port), "--http-port", str(http_port)]
+    log_path = log_dir / f"smtp-sink-{smtp_port}.log"
+    with _run_script("smtp_sink.py", args, log_path, f"{http_url}/healthz") as running:
+        yield SmtpSink(
+            popen=running.popen,
+            log_path=log_path,
+            smtp_host="127.0.0.1",
+            smtp_port=smtp_port,
+            http_url=http_url,
+        )
