@@ -5,6 +5,7 @@ This module is the only place that turns domain errors into HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
@@ -137,17 +138,19 @@ async def on_unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _drain_on_sigterm(app: FastAPI) -> None:
-    """Flip readiness to 503 the moment SIGTERM arrives, then let the server shut down."""
+def _drain_on_sigterm(app: FastAPI, delay_s: float) -> None:
+    """On SIGTERM, turn /readyz to 503 at once; hand over to the server after ``delay_s``."""
     previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+    loop = asyncio.get_running_loop()
 
     def handle(signum: int, frame: FrameType | None) -> None:
         app.state.draining = True
-        if callable(previous):
-            previous(signum, frame)
+        log.info("draining", delay_s=delay_s)
+        loop.call_soon_threadsafe(loop.call_later, delay_s, previous, signum, frame)
 
-    if callable(previous):
-        signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGTERM, handle)
 
 
 @asynccontextmanager
@@ -162,7 +165,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.draining = False
     # Outside the main thread (an in-process test client) there is no signal to hook.
     with contextlib.suppress(ValueError):
-        _drain_on_sigterm(app)
+        _drain_on_sigterm(app, settings.shutdown_delay_s)
     log.info("startup", env=settings.env)
     try:
         yield

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(default=0.5, gt=0)
 
     broker_url: str = "redis://127.0.0.1:6379/1"
+    # Above the longest countdown or eta a task is ever given, or Redis redelivers it early.
+    broker_visibility_timeout_s: int = Field(default=3600, ge=1)
+    # How often a worker looks for messages a dead worker took and never acknowledged.
+    broker_restore_interval_s: float = Field(default=10.0, gt=0)
+    # The relay publishes from the request path: a broker outage costs this, never a hang.
+    relay_publish_timeout_s: float = Field(default=0.5, gt=0)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -39,6 +45,9 @@ class Settings(BaseSettings):
         default_factory=list
     )
     readiness_timeout_s: float = Field(default=1.0, gt=0)
+    # After SIGTERM, keep serving (with /readyz at 503) this long before draining, so load
+    # balancers stop sending traffic first. 0 when a preStop hook already does that.
+    shutdown_delay_s: float = Field(default=0.0, ge=0, le=60)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
@@ -56,10 +65,33 @@ class Settings(BaseSettings):
 
     payment_gateway_url: str = "http://127.0.0.1:8090"
     payment_gateway_timeout_s: float = Field(default=5.0, gt=0)
+    # Time a reservation waits in payment_pending for its settlement before it expires.
+    payment_window_s: int = Field(default=900, ge=60)
+    payment_max_retries: int = Field(default=6, ge=0, le=50)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
     mail_from: str = "tripbook <no-reply@tripbook.local>"
+    email_max_retries: int = Field(default=8, ge=0, le=50)
     notify_webhook_url: str | None = None
+    notify_webhook_timeout_s: float = Field(default=1.0, gt=0)
+
+    # Retries wait base * 2**n seconds (capped), half of it jittered.
+    task_retry_backoff_s: float = Field(default=2.0, gt=0)
+    task_retry_backoff_max_s: float = Field(default=300.0, gt=0)
+    task_soft_time_limit_s: int = Field(default=60, ge=1)
+    task_time_limit_s: int = Field(default=90, ge=1)
+    hold_expiry_interval_s: float = Field(default=15.0, gt=0)
+    outbox_sweep_interval_s: float = Field(default=5.0, gt=0)
+    # The sweep leaves younger rows to the after-commit relay that is publishing them.
+    outbox_sweep_grace_s: float = Field(default=5.0, ge=0)
+    outbox_sweep_batch: int = Field(default=200, ge=1, le=10_000)
+    idempotency_purge_interval_s: float = Field(default=3600.0, gt=0)
+    # With PROMETHEUS_MULTIPROC_DIR set, the worker's main process serves /metrics here.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -68,6 +100,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [ip_network(part.strip(), strict=False) for part in value.split(",") if part]
         return value
+
+    @model_validator(mode="after")
+    def _check_task_timing(self) -> Settings:
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("TRIPBOOK_TASK_SOFT_TIME_LIMIT_S must be below the hard limit")
+        # A message waiting out its countdown longer than this would be delivered twice.
+        if self.broker_visibility_timeout_s <= self.task_retry_backoff_max_s:
+            raise ValueError(
+                "TRIPBOOK_BROKER_VISIBILITY_TIMEOUT_S must exceed the longest retry countdown"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Settings:
