@@ -53,5 +53,8 @@ beat: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
 
+k8s: ## print the rendered prod overlay
+	kubectl kustomize k8s/overlays/prod
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
