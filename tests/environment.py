@@ -12,9 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Several runs side by side (clones, helpers) each get their own database and key space.
-_TAG = os.environ.get("TRIPBOOK_TEST_TAG") or hashlib.sha1(
-    str(ROOT).encode(), usedforsecurity=False
-).hexdigest()[:8]
+_TAG = (
+    os.environ.get("TRIPBOOK_TEST_TAG")
+    or hashlib.sha1(str(ROOT).encode(), usedforsecurity=False).hexdigest()[:8]
+)
 
 PG_SERVER = os.environ.get("TRIPBOOK_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("TRIPBOOK_TEST_REDIS", "redis://127.0.0.1:6379")

@@ -15,18 +15,14 @@ from tripbook.cli import alembic_config
 async def _tables(database_url: str) -> set[str]:
     connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
     try:
-        rows = await connection.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-        )
+        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         return {row["tablename"] for row in rows}
     finally:
         await connection.close()
 
 
 async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(
-        f"{environment.PG_SERVER.replace('+asyncpg', '')}/postgres"
-    )
+    connection = await asyncpg.connect(f"{environment.PG_SERVER.replace('+asyncpg', '')}/postgres")
     try:
         await connection.execute(sql)
     finally:

@@ -46,9 +46,7 @@ class TestReadyz:
         assert set(response.json()["failing"]) == {"database"}
 
     async def test_names_redis_when_it_is_down(self, settings: Settings) -> None:
-        broken = settings.model_copy(
-            update={"redis_url": f"redis://127.0.0.1:{closed_port()}/0"}
-        )
+        broken = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{closed_port()}/0"})
         app = create_app(broken)
         async with (
             app.router.lifespan_context(app),

@@ -44,8 +44,15 @@ def run_gunicorn(
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py",
-             "--bind", f"127.0.0.1:{port}"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "deploy/gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{port}",
+            ],
             cwd=environment.ROOT,
             env=process_env,
             stdout=log,

@@ -21,9 +21,13 @@ def client_ip(connection: HTTPConnection, trusted: Networks) -> str:
     peer = connection.client.host if connection.client else "unknown"
     if not trusted or not _is_trusted(peer, trusted):
         return peer
+    # Several header lines are one list (RFC 9110 §5.3): a proxy that adds its own line
+    # must not let the client's forged first line win.
+    chain = ",".join(connection.headers.getlist("x-forwarded-for"))
+    hops = [hop.strip() for hop in chain.split(",") if hop.strip()]
     # Walk the chain from the nearest hop outwards; the first untrusted hop is the client.
-    hops = [hop.strip() for hop in connection.headers.get("x-forwarded-for", "").split(",")]
-    for hop in reversed([hop for hop in hops if hop]):
+    for hop in reversed(hops):
         if not _is_trusted(hop, trusted):
             return hop
-    return peer
+    # Every hop is a trusted proxy: the request began at the furthest of them.
+    return hops[0] if hops else peer

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel
 
+from tripbook.core.db import MAX_BIGINT
 from tripbook.core.errors import InvalidInput
 
 MAX_LIMIT = 100
@@ -34,6 +35,16 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     if not isinstance(values, list) or len(values) != arity:
         raise InvalidInput("Malformed cursor", field="cursor")
     return values
+
+
+def decode_id_cursor(cursor: str) -> int:
+    """The last id of the previous page, from a cursor made by ``encode_cursor(id)``."""
+    [value] = decode_cursor(cursor, 1)
+    # Only what encode_cursor issues: a bool is an int to Python, and an id past bigint
+    # would overflow the driver into a 500.
+    if type(value) is not int or not 1 <= value <= MAX_BIGINT:
+        raise InvalidInput("Malformed cursor", field="cursor")
+    return value
 
 
 CursorQuery = Annotated[str | None, Query(max_length=512, description="Opaque cursor")]

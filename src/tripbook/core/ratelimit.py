@@ -28,6 +28,9 @@ from tripbook.settings import Settings
 
 log = get_logger(__name__)
 
+# Scopes whose limit is a setting, ``rate_limit_<scope>``.
+CONFIGURED_SCOPES = ("default", "auth", "reservations")
+
 
 class RateLimiter:
     def __init__(self, settings: Settings, redis: Redis) -> None:
@@ -38,9 +41,13 @@ class RateLimiter:
             settings.redis_url.replace("redis://", "async+redis://", 1),
             implementation="redispy",
             key_prefix=f"{settings.redis_key_prefix}ratelimit",
-            connection_pool=redis.connection_pool,
+            connection_pool=redis.connection_pool,  # type: ignore[arg-type]  # stub too narrow
         )
         self._limiter = MovingWindowRateLimiter(self._storage)
+        # From the settings this app was built with, never the process-wide ones.
+        self.limits: dict[str, RateLimitItem] = {
+            scope: parse(getattr(settings, f"rate_limit_{scope}")) for scope in CONFIGURED_SCOPES
+        }
 
     def caller_key(self, request: Request) -> str:
         authorization = request.headers.get("authorization", "")
@@ -52,9 +59,13 @@ class RateLimiter:
                 pass  # the auth dependency answers 401; count it against the address
         return f"ip:{client_ip(request, self.settings.trusted_proxies)}"
 
-    async def check(self, request: Request, limit: RateLimitItem, scope: str) -> None:
+    async def check(
+        self, request: Request, scope: str, fallback: RateLimitItem | None = None
+    ) -> None:
         if not self.enabled:
             return
+        limit = self.limits.get(scope, fallback)
+        assert limit is not None, f"rate_limit({scope!r}) needs a limit"
         caller = self.caller_key(request)
         try:
             allowed = await self._limiter.hit(limit, scope, caller)
@@ -68,12 +79,19 @@ class RateLimiter:
         raise RateLimited(f"Rate limit of {limit} exceeded", retry_after_s=retry_after, scope=scope)
 
 
-def rate_limit(scope: str, limit: str) -> Callable[[Request], Awaitable[None]]:
-    """A route dependency: ``dependencies=[Depends(rate_limit("auth", settings.x))]``."""
-    item = parse(limit)
+def rate_limit(scope: str, limit: str | None = None) -> Callable[[Request], Awaitable[None]]:
+    """A route dependency: ``dependencies=[Depends(rate_limit("auth"))]``.
+
+    A scope with a setting (``default``, ``auth``, ``reservations``) always counts against
+    the limit of the app's own settings, looked up per request, so ``create_app(settings)``
+    is obeyed; ``limit`` only serves a scope that has no setting.
+    """
+    if limit is None and scope not in CONFIGURED_SCOPES:
+        raise ValueError(f"scope {scope!r} has no setting: pass its limit")
+    fallback = parse(limit) if limit else None
 
     async def dependency(request: Request) -> None:
         limiter: RateLimiter = request.app.state.rate_limiter
-        await limiter.check(request, item, scope)
+        await limiter.check(request, scope, fallback)
 
     return dependency

@@ -20,7 +20,9 @@ class TripFilters:
 
 
 def _departure_conditions(filters: TripFilters, now: datetime) -> list[object]:
-    conditions: list[object] = [Departure.departs_at > (filters.departs_after or now)]
+    # Departed runs never match, whatever ``departs_after`` says.
+    earliest = max(filters.departs_after, now) if filters.departs_after else now
+    conditions: list[object] = [Departure.departs_at > earliest]
     if filters.departs_before is not None:
         conditions.append(Departure.departs_at < filters.departs_before)
     if filters.min_seats is not None:

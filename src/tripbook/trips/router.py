@@ -2,18 +2,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import AwareDatetime
 
 from tripbook.core.db import after_commit
 from tripbook.core.dependencies import IdPath, RedisDep, SessionDep, SettingsDep
 from tripbook.core.pagination import CursorQuery, LimitQuery, Page
+from tripbook.core.ratelimit import rate_limit
 from tripbook.trips import cache, service
 from tripbook.trips.repository import TripFilters
 from tripbook.trips.schemas import DepartureCreate, DepartureRead, TripCreate, TripRead, TripSummary
 from tripbook.users.dependencies import OpsUser
 
-router = APIRouter(prefix="/v1/trips", tags=["trips"])
+router = APIRouter(
+    prefix="/v1/trips", tags=["trips"], dependencies=[Depends(rate_limit("default"))]
+)
 
 PlaceQuery = Annotated[str | None, Query(min_length=1, max_length=100)]
 

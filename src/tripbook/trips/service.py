@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tripbook.core.money import Money
-from tripbook.core.pagination import Page, decode_cursor, encode_cursor
+from tripbook.core.pagination import Page, decode_id_cursor, encode_cursor
 from tripbook.trips import repository
 from tripbook.trips.exceptions import InvalidSchedule, TripNotFound
 from tripbook.trips.models import Departure, Trip
@@ -36,7 +36,7 @@ def departure_read(departure: Departure, currency: str) -> DepartureRead:
 async def search_trips(
     session: AsyncSession, filters: TripFilters, *, cursor: str | None, limit: int
 ) -> Page[TripSummary]:
-    after_id = int(decode_cursor(cursor, 1)[0]) if cursor else None
+    after_id = decode_id_cursor(cursor) if cursor else None
     rows = await repository.search(
         session, filters, now=datetime.now(UTC), after_id=after_id, limit=limit + 1
     )

@@ -8,16 +8,17 @@ from fastapi.security import OAuth2PasswordRequestForm
 from tripbook.core.dependencies import SessionDep, SettingsDep
 from tripbook.core.ratelimit import rate_limit
 from tripbook.core.security import Role, create_access_token
-from tripbook.settings import get_settings
 from tripbook.users import service
 from tripbook.users.dependencies import CurrentUser
 from tripbook.users.models import User
 from tripbook.users.schemas import AccessToken, UserCreate, UserRead
 
 auth_router = APIRouter(prefix="/v1/auth", tags=["auth"])
-users_router = APIRouter(prefix="/v1/users", tags=["users"])
+users_router = APIRouter(
+    prefix="/v1/users", tags=["users"], dependencies=[Depends(rate_limit("default"))]
+)
 
-auth_limit = Depends(rate_limit("auth", get_settings().rate_limit_auth))
+auth_limit = Depends(rate_limit("auth"))
 
 
 @auth_router.post(

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
 
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     email: EmailStr = Field(max_length=320)
-    password: str = Field(min_length=10, max_length=128)
+    # Never stripped: the login form sends the password exactly as typed.
+    password: Annotated[str, StringConstraints(strip_whitespace=False)] = Field(
+        min_length=10, max_length=128
+    )
     full_name: str = Field(min_length=1, max_length=200)
 
     @field_validator("password")
