@@ -9,9 +9,11 @@ from typing import Annotated, cast
 import typer
 from alembic import command
 from alembic.config import Config
+from pydantic import ValidationError
 
 from tripbook.core.security import Role
 from tripbook.settings import get_settings
+from tripbook.users.schemas import UserCreate
 
 app = typer.Typer(help="tripbook operations", no_args_is_help=True)
 
@@ -60,6 +62,11 @@ def create_user(
 
     if role not in ("customer", "ops"):
         raise typer.BadParameter("role must be customer or ops", param_hint="--role")
+    try:  # the same rules as public registration: no ops account with a trivial password
+        UserCreate(email=email, password=password, full_name=full_name)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter(problems) from exc
     created = asyncio.run(
         upsert_user(
             get_settings(),

@@ -12,6 +12,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from tripbook.core.db import MAX_BIGINT
 from tripbook.core.errors import Unauthenticated
 from tripbook.settings import Settings
 
@@ -28,6 +29,10 @@ def _hasher() -> PasswordHasher:
 def _dummy_hash() -> str:
     # Verified against when the user does not exist, so both paths cost the same.
     return _hasher().hash("timing-equaliser")
+
+
+async def warm_up_password_hashing() -> None:
+    await anyio.to_thread.run_sync(_dummy_hash)
 
 
 async def hash_password(password: str) -> str:
@@ -73,7 +78,10 @@ def decode_access_token(settings: Settings, token: str) -> TokenClaims:
         role = payload["role"]
         if role not in ("customer", "ops"):
             raise Unauthenticated("Invalid token")
-        return TokenClaims(user_id=int(payload["sub"]), role=role)
+        user_id = int(payload["sub"])
+        if not 1 <= user_id <= MAX_BIGINT:
+            raise Unauthenticated("Invalid token")
+        return TokenClaims(user_id=user_id, role=role)
     except jwt.ExpiredSignatureError as exc:
         raise Unauthenticated("Token expired") from exc
     except (jwt.InvalidTokenError, ValueError) as exc:
