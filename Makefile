@@ -48,7 +48,7 @@ worker: $(STAMP)
 	$(BIN)/celery -A workers.app worker --loglevel INFO -Q payments,email,maintenance,celery
 
 beat: $(STAMP)
-	$(BIN)/celery -A workers.app beat --loglevel INFO
+	$(BIN)/celery -A workers.app beat --loglevel INFO --schedule $(VENV)/celerybeat-schedule
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tripbook import probes
 from tripbook.core.db import create_engine, create_sessionmaker, is_transient
-from tripbook.core.errors import DomainError
+from tripbook.core.errors import DomainError, Unauthenticated
 from tripbook.core.logging import configure_logging, get_logger
 from tripbook.core.middleware import (
     AccessLogMiddleware,
@@ -36,6 +36,7 @@ from tripbook.core.middleware import (
 from tripbook.core.ratelimit import RateLimiter
 from tripbook.core.redis import create_redis
 from tripbook.core.relay import OutboxRelay
+from tripbook.core.security import warm_up_password_hashing
 from tripbook.payments.router import router as payments_router
 from tripbook.reservations.router import router as reservations_router
 from tripbook.settings import Settings, get_settings
@@ -72,7 +73,11 @@ def problem(
 
 async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+    headers: dict[str, str] = {}
+    if exc.retry_after_s:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"  # RFC 6750
     if exc.status >= 500:
         log.warning("domain_error", code=exc.code, detail=exc.message, **exc.context)
     return problem(
@@ -80,7 +85,7 @@ async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
         code=exc.code,
         title=exc.title,
         detail=exc.message,
-        headers=headers,
+        headers=headers or None,
         **({"context": exc.context} if exc.context else {}),
     )
 
@@ -163,6 +168,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Publishes this app's outbox events after each commit (see core/outbox.py).
     app.state.relay = OutboxRelay(settings, app.state.engine)
     app.state.draining = False
+    await warm_up_password_hashing()  # the first unknown-email login costs no extra hash
     # Outside the main thread (an in-process test client) there is no signal to hook.
     with contextlib.suppress(ValueError):
         _drain_on_sigterm(app, settings.shutdown_delay_s)

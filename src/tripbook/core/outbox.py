@@ -9,15 +9,17 @@ their own transaction, so a second delivery changes nothing.
 from __future__ import annotations
 
 import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text, Uuid, func, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tripbook.core.db import Base, TimestampMixin
+from tripbook.core.db import Base, TimestampMixin, after_commit
 
 
 class OutboxEvent(TimestampMixin, Base):
@@ -51,12 +53,47 @@ class ProcessedEvent(Base):
     processed_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+Publisher = Callable[[Sequence[uuid.UUID]], Awaitable[None]]
+
+# The relay publishing for each engine (the API's, a worker process's). A session whose
+# engine has none (the CLI, a script) leaves its events to the beat sweep.
+_publishers: weakref.WeakKeyDictionary[AsyncEngine, Publisher] = weakref.WeakKeyDictionary()
+
+
+def attach_publisher(engine: AsyncEngine, publisher: Publisher) -> None:
+    _publishers[engine] = publisher
+
+
+def detach_publisher(engine: AsyncEngine) -> None:
+    _publishers.pop(engine, None)
+
+
+def publish_after_commit(session: AsyncSession, event_id: uuid.UUID) -> None:
+    """Have the relay publish ``event_id`` once this unit of work commits.
+
+    For events written by hand-made SQL (the seat hold); ``enqueue`` calls it itself.
+    One after-commit callback per session publishes every event the session recorded.
+    """
+    event_ids: list[uuid.UUID] = session.info.setdefault("outbox_event_ids", [])
+    if not event_ids:
+
+        async def publish() -> None:
+            ids = session.info.pop("outbox_event_ids", [])
+            engine = session.bind
+            publisher = _publishers.get(engine) if isinstance(engine, AsyncEngine) else None
+            if ids and publisher is not None:
+                await publisher(ids)
+
+        after_commit(session, publish)
+    event_ids.append(event_id)
+
+
 def enqueue(
     session: AsyncSession, task: str, payload: dict[str, Any], *, request_id: str | None
 ) -> OutboxEvent:
     event = OutboxEvent(id=uuid.uuid4(), task=task, payload=payload, request_id=request_id)
     session.add(event)
-    session.info.setdefault("outbox_event_ids", []).append(event.id)
+    publish_after_commit(session, event.id)
     return event
 
 

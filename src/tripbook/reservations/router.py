@@ -4,29 +4,31 @@ import uuid
 from datetime import timedelta
 
 from asgi_correlation_id import correlation_id
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 
 from tripbook.core.db import after_commit
 from tripbook.core.dependencies import RedisDep, SessionDep, SettingsDep
 from tripbook.core.idempotency import IdempotencyKeyHeader, run_idempotently
 from tripbook.core.pagination import CursorQuery, LimitQuery, Page
 from tripbook.core.ratelimit import rate_limit
+from tripbook.notifications.webhook import ping_seats_held
 from tripbook.reservations import service
 from tripbook.reservations.models import ReservationStatus
 from tripbook.reservations.schemas import ReservationCreate, ReservationRead
 from tripbook.reservations.service import HoldRequest
-from tripbook.settings import get_settings
 from tripbook.trips import cache
 from tripbook.users.dependencies import CurrentUser
 
-router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
+router = APIRouter(
+    prefix="/v1/reservations", tags=["reservations"], dependencies=[Depends(rate_limit("default"))]
+)
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ReservationRead,
-    dependencies=[Depends(rate_limit("reservations", get_settings().rate_limit_reservations))],
+    dependencies=[Depends(rate_limit("reservations"))],
 )
 async def create_reservation(
     body: ReservationCreate,
@@ -35,6 +37,7 @@ async def create_reservation(
     session: SessionDep,
     redis: RedisDep,
     settings: SettingsDep,
+    background: BackgroundTasks,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
     async def hold() -> ReservationRead:
@@ -51,6 +54,17 @@ async def create_reservation(
             request_id=correlation_id.get(),
         )
         after_commit(session, lambda: cache.invalidate(redis, settings, trip_id))
+        if settings.notify_webhook_url:
+            # Loss-tolerant, after the response: never delays or fails the booking.
+            background.add_task(
+                ping_seats_held,
+                settings.notify_webhook_url,
+                timeout_s=settings.notify_webhook_timeout_s,
+                reservation_id=reservation.id,
+                departure_id=reservation.departure_id,
+                seats=reservation.seats,
+                request_id=correlation_id.get(),
+            )
         return reservation
 
     return await run_idempotently(

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tripbook.core.metrics import RESERVATIONS
 from tripbook.core.money import Money
-from tripbook.core.outbox import enqueue
+from tripbook.core.outbox import enqueue, publish_after_commit
 from tripbook.core.pagination import Page, decode_cursor, encode_cursor
 from tripbook.reservations import repository
 from tripbook.reservations.exceptions import (
@@ -83,6 +83,7 @@ async def hold_seats(
         raise DepartureClosed(departure_id=departure.id)
     total = departure.price * request.seats
     reservation_id = uuid.uuid4()
+    event_id = uuid.uuid4()
     expires_at = now + hold_ttl
 
     # The lock is held for this one statement and the commit, nothing else.
@@ -98,7 +99,7 @@ async def hold_seats(
             "expires_at": expires_at,
             "now": now,
             "passenger_names": list(request.passenger_names),
-            "event_id": uuid.uuid4(),
+            "event_id": event_id,
             "event_task": EMAIL_TASK,
             "event_payload": json.dumps(
                 {"template": "reservation_held", "reservation_id": str(reservation_id)}
@@ -115,6 +116,7 @@ async def hold_seats(
             departure_id=departure.id, requested=request.seats, available=available
         )
     RESERVATIONS.labels("held").inc()
+    publish_after_commit(session, event_id)  # the "seats held" email, once committed
     reservation = ReservationRead(
         id=reservation_id,
         status=ReservationStatus.HELD,

@@ -1,0 +1,228 @@
+"""The outbox relay: committed outbox rows become Celery tasks, sent by name (DESIGN §6).
+
+The API never imports ``workers``. It holds a bare Celery *client* built from the same
+settings as the worker app (broker, key prefix, transport options) and sends each event
+to the queue its task name starts with (``payments.settle`` → ``payments``).
+
+Two paths publish:
+
+- right after commit, the events one unit of work recorded (``outbox.publish_after_commit``);
+- the beat sweep, for rows left unpublished by a broker outage or a crash between commit
+  and publish, batch by batch under ``FOR UPDATE SKIP LOCKED`` so replicas never collide.
+
+Publishing is kombu's blocking I/O, so it runs in a thread, with short timeouts and no
+retry loop: an unreachable broker costs a request at most a timeout, and its rows simply
+wait for the sweep. Consumers are idempotent, so a row published twice does no harm.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+from celery import Celery
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tripbook.core import outbox
+from tripbook.core.db import create_sessionmaker, unit_of_work
+from tripbook.core.logging import get_logger
+from tripbook.core.metrics import OUTBOX_BACKLOG
+from tripbook.core.outbox import OutboxEvent
+from tripbook.settings import Settings
+
+log = get_logger(__name__)
+
+QUEUES = ("payments", "email", "maintenance")
+# The message header carrying the request id; workers bind it into their log lines.
+REQUEST_ID_HEADER = "request_id"
+MAX_ERROR_CHARS = 500
+
+
+def queue_for(task: str) -> str:
+    """The queue a task is routed to: the first part of its dotted name."""
+    queue = task.partition(".")[0]
+    if queue not in QUEUES:
+        raise ValueError(f"No queue for task {task!r}")
+    return queue
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """What the worker app and the relay client must agree on to share a broker."""
+    return {
+        "visibility_timeout": settings.broker_visibility_timeout_s,
+        # Isolates deployments (and test runs) sharing one Redis.
+        "global_keyprefix": settings.redis_key_prefix,
+    }
+
+
+def create_client(settings: Settings) -> Celery:
+    """A publishing-only Celery app: fails fast instead of retrying a dead broker."""
+    timeout = settings.relay_publish_timeout_s
+    client = Celery("tripbook-relay", broker=settings.broker_url, set_as_current=False)
+    client.conf.update(
+        broker_transport_options={
+            **broker_transport_options(settings),
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+            "max_retries": 0,
+        },
+        broker_connection_timeout=timeout,
+        broker_connection_retry=False,
+        broker_pool_limit=4,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_publish_retry=False,
+    )
+    return client
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    event_id: uuid.UUID
+    task: str
+    payload: dict[str, Any]
+    request_id: str | None
+
+    @classmethod
+    def from_event(cls, event: OutboxEvent) -> Message:
+        return cls(event.id, event.task, event.payload, event.request_id)
+
+
+def send(client: Celery, message: Message, **options: Any) -> None:
+    """Publish one event as its task; the task id is the event id, for the logs."""
+    client.send_task(
+        message.task,
+        kwargs={"event_id": str(message.event_id), "payload": message.payload},
+        task_id=str(message.event_id),
+        queue=queue_for(message.task),
+        headers={REQUEST_ID_HEADER: message.request_id},
+        retry=False,
+        ignore_result=True,
+        add_to_parent=False,
+        **options,
+    )
+
+
+def send_batch(client: Celery, messages: Sequence[Message]) -> dict[uuid.UUID, str | None]:
+    """Publish in order over one connection: event id → None, or why it was not sent.
+
+    A task with no queue fails alone (it is logged and counted in the backlog). Any
+    other failure ends the batch: every later send would only wait out the same timeout,
+    so the rest are marked failed with the same reason.
+    """
+    outcome: dict[uuid.UUID, str | None] = {}
+    routable = []
+    for message in messages:
+        try:
+            queue_for(message.task)
+        except ValueError as exc:
+            outcome[message.event_id] = str(exc)
+        else:
+            routable.append(message)
+    try:
+        with client.producer_or_acquire() as producer:
+            for message in routable:
+                send(client, message, producer=producer)
+                outcome[message.event_id] = None
+    except Exception as exc:  # kombu, redis and socket errors alike
+        failure = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        for message in messages:
+            outcome.setdefault(message.event_id, failure)
+    return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    published: int
+    failed: int
+    backlog: int
+
+
+class OutboxRelay:
+    """Publishes one engine's outbox: attached to it so units of work find it after commit."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(engine)
+        self.client = create_client(settings)
+        outbox.attach_publisher(engine, self.publish)
+
+    async def publish(self, event_ids: Sequence[uuid.UUID]) -> None:
+        """Publish events just committed. Never raises: what fails is left to the sweep."""
+        try:
+            async with self.sessionmaker() as session:
+                rows = await session.scalars(
+                    select(OutboxEvent)
+                    .where(OutboxEvent.id.in_(event_ids), OutboxEvent.published_at.is_(None))
+                    .order_by(OutboxEvent.created_at)
+                )
+                messages = [Message.from_event(row) for row in rows]
+            if not messages:
+                return
+            outcome = await anyio.to_thread.run_sync(send_batch, self.client, messages)
+            async with unit_of_work(self.sessionmaker) as session:
+                await record_outcome(session, outcome)
+        except Exception:
+            log.exception("outbox_publish_failed", events=len(event_ids))
+
+    async def sweep(self, *, older_than: timedelta, batch: int) -> SweepResult:
+        """Publish one batch of rows left unpublished for longer than ``older_than``."""
+        cutoff = datetime.now(UTC) - older_than
+        async with unit_of_work(self.sessionmaker) as session:
+            rows = await session.scalars(
+                select(OutboxEvent)
+                .where(OutboxEvent.published_at.is_(None), OutboxEvent.created_at < cutoff)
+                .order_by(OutboxEvent.created_at)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            )
+            messages = [Message.from_event(row) for row in rows]
+            # The rows stay locked while they are sent, so another sweep skips them.
+            outcome = (
+                await anyio.to_thread.run_sync(send_batch, self.client, messages)
+                if messages
+                else {}
+            )
+            await record_outcome(session, outcome)
+        async with self.sessionmaker() as session:
+            backlog = await session.scalar(
+                select(func.count())
+                .select_from(OutboxEvent)
+                .where(OutboxEvent.published_at.is_(None))
+            )
+        OUTBOX_BACKLOG.set(backlog or 0)
+        failed = sum(1 for error in outcome.values() if error is not None)
+        return SweepResult(published=len(outcome) - failed, failed=failed, backlog=backlog or 0)
+
+    async def aclose(self) -> None:
+        outbox.detach_publisher(self.engine)
+        await anyio.to_thread.run_sync(self.client.close)
+
+
+async def record_outcome(session: AsyncSession, outcome: dict[uuid.UUID, str | None]) -> None:
+    sent = [event_id for event_id, error in outcome.items() if error is None]
+    if sent:
+        await session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_(sent))
+            .values(
+                published_at=func.now(),
+                publish_attempts=OutboxEvent.publish_attempts + 1,
+                last_error=None,
+            )
+        )
+    failed = {event_id: error for event_id, error in outcome.items() if error is not None}
+    if failed:
+        error = next(iter(failed.values()))
+        await session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id.in_(list(failed)))
+            .values(publish_attempts=OutboxEvent.publish_attempts + 1, last_error=error)
+        )
+        log.warning("outbox_publish_failed", events=len(failed), error=error)

@@ -1,0 +1,253 @@
+"""POST /v1/reservations/{id}/payment through the HTTP API in-process (no worker here)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.core.test_errors import assert_problem
+from tests.support.factories import Account, Factories
+from tripbook.core.db import unit_of_work
+from tripbook.core.outbox import OutboxEvent
+from tripbook.main import create_app
+from tripbook.payments.models import Payment
+from tripbook.reservations.models import Reservation
+from tripbook.settings import Settings
+
+
+@pytest.fixture
+async def customer(factories: Factories) -> Account:
+    return await factories.account()
+
+
+async def hold(
+    client: httpx.AsyncClient, factories: Factories, account: Account, *, price: int = 2500
+) -> dict[str, Any]:
+    departure = await factories.departure(seats=5, price=price)
+    response = await client.post(
+        "/v1/reservations",
+        json={"departure_id": departure.id, "seats": 2, "passengers": [{"full_name": "A"}] * 2},
+        headers=account.headers,
+    )
+    assert response.status_code == 201
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def pay_url(reservation_id: str) -> str:
+    return f"/v1/reservations/{reservation_id}/payment"
+
+
+async def payments(
+    sessionmaker: async_sessionmaker[AsyncSession], reservation_id: str
+) -> list[Payment]:
+    async with sessionmaker() as session:
+        result = await session.scalars(
+            select(Payment).where(Payment.reservation_id == uuid.UUID(reservation_id))
+        )
+        return list(result)
+
+
+class TestPay:
+    async def test_accepted_for_settlement(
+        self,
+        client: httpx.AsyncClient,
+        factories: Factories,
+        customer: Account,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+    ) -> None:
+        held = await hold(client, factories, customer)
+
+        response = await client.post(
+            pay_url(held["id"]), json={"payment_token": "tok_approve"}, headers=customer.headers
+        )
+
+        assert response.status_code == 202
+        body = response.json()
+        assert (body["id"], body["status"]) == (held["id"], "payment_pending")
+        expires_at = datetime.fromisoformat(body["expires_at"])
+        window = timedelta(seconds=settings.payment_window_s)
+        assert abs(expires_at - (datetime.now(UTC) + window)) < timedelta(seconds=30)
+        [payment] = await payments(sessionmaker, held["id"])
+        assert (payment.kind, payment.status, payment.amount, payment.currency) == (
+            "charge",
+            "pending",
+            5000,
+            "EUR",
+        )
+        assert (payment.idempotency_key, payment.attempts) == (f"charge-{payment.id}", 0)
+        async with sessionmaker() as session:
+            [event] = await session.scalars(
+                select(OutboxEvent).where(
+                    OutboxEvent.payload["payment_id"].astext == str(payment.id)
+                )
+            )
+        assert event.task == "payments.settle"
+        assert event.request_id == response.headers["x-request-id"]
+        # Published right after commit, to the test run's own broker key space.
+        assert event.published_at is not None
+
+    async def test_anonymous(self, client: httpx.AsyncClient) -> None:
+        response = await client.post(pay_url(str(uuid.uuid4())), json={"payment_token": "t"})
+
+        assert_problem(response, 401)
+
+    async def test_other_users_reservation(
+        self, client: httpx.AsyncClient, factories: Factories, customer: Account
+    ) -> None:
+        held = await hold(client, factories, customer)
+        stranger = await factories.account()
+
+        response = await client.post(
+            pay_url(held["id"]), json={"payment_token": "tok_approve"}, headers=stranger.headers
+        )
+
+        assert assert_problem(response, 404)["code"] == "RESERVATION_NOT_FOUND"
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {},
+            {"payment_token": ""},
+            {"payment_token": "x" * 256},
+            {"payment_token": "has spaces"},
+            {"payment_token": "tok_approve", "amount": 1},
+        ],
+    )
+    async def test_invalid_body(
+        self,
+        client: httpx.AsyncClient,
+        factories: Factories,
+        customer: Account,
+        body: dict[str, Any],
+    ) -> None:
+        held = await hold(client, factories, customer)
+
+        response = await client.post(pay_url(held["id"]), json=body, headers=customer.headers)
+
+        assert assert_problem(response, 422)["code"] == "VALIDATION_ERROR"
+
+    async def test_paying_twice_conflicts(
+        self,
+        client: httpx.AsyncClient,
+        factories: Factories,
+        customer: Account,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        held = await hold(client, factories, customer)
+        body = {"payment_token": "tok_approve"}
+        first = await client.post(pay_url(held["id"]), json=body, headers=customer.headers)
+
+        second = await client.post(pay_url(held["id"]), json=body, headers=customer.headers)
+
+        assert first.status_code == 202
+        assert assert_problem(second, 409)["code"] == "INVALID_RESERVATION_STATE"
+        assert len(await payments(sessionmaker, held["id"])) == 1
+
+    async def test_expired_hold(
+        self,
+        client: httpx.AsyncClient,
+        factories: Factories,
+        customer: Account,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        held = await hold(client, factories, customer)
+        async with unit_of_work(sessionmaker) as session:
+            await session.execute(
+                update(Reservation)
+                .where(Reservation.id == uuid.UUID(held["id"]))
+                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+
+        response = await client.post(
+            pay_url(held["id"]), json={"payment_token": "tok_approve"}, headers=customer.headers
+        )
+
+        assert assert_problem(response, 409)["code"] == "HOLD_EXPIRED"
+        assert await payments(sessionmaker, held["id"]) == []
+
+    async def test_free_reservation_is_confirmed_at_once(
+        self,
+        client: httpx.AsyncClient,
+        factories: Factories,
+        customer: Account,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        held = await hold(client, factories, customer, price=0)
+
+        response = await client.post(
+            pay_url(held["id"]), json={"payment_token": "tok_approve"}, headers=customer.headers
+        )
+
+        assert response.status_code == 202
+        assert response.json()["status"] == "confirmed"
+        assert await payments(sessionmaker, held["id"]) == []
+
+
+class TestPayRateLimited:
+    async def test_shares_the_reservations_budget(
+        self, settings: Settings, factories: Factories, customer: Account
+    ) -> None:
+        limited = settings.model_copy(
+            update={
+                "rate_limit_reservations": "2/minute",
+                "redis_key_prefix": f"{settings.redis_key_prefix}pay-limit-{uuid.uuid4().hex}:",
+            }
+        )
+        app = create_app(limited)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://tripbook.test"
+            ) as client,
+        ):
+            held = await hold(client, factories, customer)
+            body = {"payment_token": "tok_approve"}
+            paid = await client.post(pay_url(held["id"]), json=body, headers=customer.headers)
+            again = await client.post(pay_url(held["id"]), json=body, headers=customer.headers)
+
+        assert paid.status_code == 202
+        problem = assert_problem(again, 429)
+        assert problem["code"] == "RATE_LIMITED"
+        assert int(again.headers["retry-after"]) >= 1
+
+
+class TestPayIdempotently:
+    async def test_replayed(
+        self,
+        client: httpx.AsyncClient,
+        factories: Factories,
+        customer: Account,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        held = await hold(client, factories, customer)
+        headers = {**customer.headers, "Idempotency-Key": f"pay-{uuid.uuid4()}"}
+        body = {"payment_token": "tok_approve"}
+
+        first = await client.post(pay_url(held["id"]), json=body, headers=headers)
+        again = await client.post(pay_url(held["id"]), json=body, headers=headers)
+
+        assert (first.status_code, again.status_code) == (202, 202)
+        assert again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        assert len(await payments(sessionmaker, held["id"])) == 1
+
+    async def test_key_reused_for_another_body(
+        self, client: httpx.AsyncClient, factories: Factories, customer: Account
+    ) -> None:
+        held = await hold(client, factories, customer)
+        headers = {**customer.headers, "Idempotency-Key": f"pay-{uuid.uuid4()}"}
+        await client.post(pay_url(held["id"]), json={"payment_token": "tok_a"}, headers=headers)
+
+        response = await client.post(
+            pay_url(held["id"]), json={"payment_token": "tok_b"}, headers=headers
+        )
+
+        assert assert_problem(response, 422)["code"] == "IDEMPOTENCY_KEY_REUSED"

@@ -1,0 +1,53 @@
+"""A worker killed (SIGKILL, pool and all) in the middle of a settlement loses nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.sandboxes import PaymentSandbox
+from tests.support.workers import eventually, run_worker
+from tests.workers.conftest import Booking
+
+pytestmark = pytest.mark.slow
+
+# The replacement worker reclaims messages a dead worker left unacknowledged once they
+# are older than this (production: an hour, above every countdown).
+RESTORE_ENV = {
+    "TRIPBOOK_BROKER_VISIBILITY_TIMEOUT_S": "2",
+    "TRIPBOOK_BROKER_RESTORE_INTERVAL_S": "0.5",
+}
+
+
+async def test_settlement_survives_a_killed_worker(
+    booking: Booking,
+    payment_sandbox: PaymentSandbox,
+    jobs_log_dir: Path,
+    worker_env: dict[str, str],
+) -> None:
+    account, departure = await booking.customer_and_departure()
+    held = await booking.hold(account, departure.id)
+
+    with run_worker(jobs_log_dir, env=worker_env, name="doomed") as doomed:
+        await booking.pay(account, held["id"], "tok_slow_3000")
+        [payment] = await booking.payments(held["id"])
+
+        def charging() -> bool:
+            charge = payment_sandbox.stats()["charges"].get(payment.idempotency_key)
+            return charge is not None and charge["attempts"] == 1
+
+        await eventually(charging, what="the charge to reach the gateway")
+        doomed.kill()
+        assert doomed.popen.returncode == -9
+
+    reservation = await booking.reservation(held["id"])
+    assert reservation.status == "payment_pending"
+
+    with run_worker(jobs_log_dir, env={**worker_env, **RESTORE_ENV}, name="successor"):
+        await booking.wait_for_status(held["id"], "confirmed", timeout_s=30)
+
+    [payment] = await booking.payments(held["id"])
+    assert (payment.status, payment.attempts) == ("succeeded", 2)
+    charge = payment_sandbox.stats()["charges"][payment.idempotency_key]
+    assert charge == {"applied": 1, "attempts": 2}

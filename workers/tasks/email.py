@@ -1,0 +1,43 @@
+"""``email.send``: one reservation email per outbox event, retried while SMTP is down."""
+
+from __future__ import annotations
+
+import smtplib
+import uuid
+from typing import Any
+
+from celery import Task
+
+from tripbook.core.db import unit_of_work
+from tripbook.notifications.service import send_reservation_email
+from workers import runtime
+from workers.app import app, settings
+from workers.retry import is_retryable, retry_later
+
+
+@app.task(name="email.send", bind=True, max_retries=settings.email_max_retries)
+def send(self: Task[Any, Any], event_id: str, payload: dict[str, Any]) -> bool:
+    try:
+        return runtime.run(
+            send_email(
+                event_id=uuid.UUID(event_id),
+                template=payload["template"],
+                reservation_id=uuid.UUID(payload["reservation_id"]),
+            )
+        )
+    except Exception as exc:
+        if isinstance(exc, smtplib.SMTPException) or is_retryable(exc):
+            raise retry_later(self, exc) from exc
+        raise
+
+
+async def send_email(*, event_id: uuid.UUID, template: str, reservation_id: uuid.UUID) -> bool:
+    rt = runtime.current()
+    async with unit_of_work(rt.sessionmaker) as session:
+        return await send_reservation_email(
+            session,
+            settings=rt.settings,
+            event_id=event_id,
+            template=template,
+            reservation_id=reservation_id,
+        )
