@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export TRIPBOOK_ENV ?= development
 
-.PHONY: run test lint format typecheck migrate seed worker beat bench load k8s services clean
+.PHONY: run test lint format typecheck migrate seed worker beat bench load fuzz audit k8s services clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ beat: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
+
+fuzz: $(STAMP) ## a longer schemathesis pass than the one in `make test`
+	TRIPBOOK_FUZZ_EXAMPLES=300 $(BIN)/pytest tests/test_fuzz.py
+
+audit: $(STAMP) ## known vulnerabilities; --strict fails when a package cannot be checked
+	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
 
 k8s: ## print the rendered prod overlay
 	kubectl kustomize k8s/overlays/prod

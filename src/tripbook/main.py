@@ -33,6 +33,7 @@ from tripbook.core.middleware import (
     CorrelationIdAliasMiddleware,
     is_valid_request_id,
 )
+from tripbook.core.problems import PROBLEM_JSON, PROBLEM_RESPONSES
 from tripbook.core.ratelimit import RateLimiter
 from tripbook.core.redis import create_redis
 from tripbook.core.relay import OutboxRelay
@@ -44,8 +45,6 @@ from tripbook.trips.router import router as trips_router
 from tripbook.users.router import auth_router, users_router
 
 log = get_logger(__name__)
-
-PROBLEM_JSON = "application/problem+json"
 
 
 def problem(
@@ -195,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/v1/openapi.json",
         docs_url="/docs" if settings.env != "production" else None,
         redoc_url=None,
+        responses=PROBLEM_RESPONSES,
     )
     app.state.settings = settings
     app.state.draining = False
