@@ -1,7 +1,9 @@
-"""A worker killed (SIGKILL, pool and all) in the middle of a settlement loses nothing."""
+"""A worker killed (SIGKILL) or terminated (SIGTERM) mid-settlement loses nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,36 @@ async def test_settlement_survives_a_killed_worker(
     assert (payment.status, payment.attempts) == ("succeeded", 2)
     charge = payment_sandbox.stats()["charges"][payment.idempotency_key]
     assert charge == {"applied": 1, "attempts": 2}
+
+
+async def test_sigterm_during_a_settlement_lets_it_finish(
+    booking: Booking,
+    payment_sandbox: PaymentSandbox,
+    jobs_log_dir: Path,
+    worker_env: dict[str, str],
+) -> None:
+    """Warm shutdown (what Kubernetes sends): no new tasks, the running one completes."""
+    account, departure = await booking.customer_and_departure()
+    held = await booking.hold(account, departure.id)
+
+    with run_worker(jobs_log_dir, env=worker_env, name="terminated") as terminated:
+        await booking.pay(account, held["id"], "tok_slow_2000")
+        [payment] = await booking.payments(held["id"])
+
+        def charging() -> bool:
+            charge = payment_sandbox.stats()["charges"].get(payment.idempotency_key)
+            return charge is not None and charge["attempts"] == 1
+
+        await eventually(charging, what="the charge to reach the gateway")
+        terminated.popen.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.to_thread(terminated.popen.wait, 30)
+
+    assert exit_code == 0
+    reservation = await booking.reservation(held["id"])
+    assert reservation.status == "confirmed"  # finished before the worker exited
+    [payment] = await booking.payments(held["id"])
+    assert (payment.status, payment.attempts) == ("succeeded", 1)
+    assert payment_sandbox.stats()["charges"][payment.idempotency_key] == {
+        "applied": 1,
+        "attempts": 1,
+    }
