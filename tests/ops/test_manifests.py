@@ -404,11 +404,24 @@ def test_api_metrics_dir_is_a_shared_empty_dir(manifests: list[Manifest]) -> Non
     assert "emptyDir" in volumes[mounts[METRICS_DIR]]
 
 
-def test_only_the_api_uses_multiprocess_metrics(manifests: list[Manifest]) -> None:
-    # Elsewhere the variable would point prometheus_client at a directory that is not there.
-    for name in (WORKER, BEAT):
-        env = container_env(manifests, container(one(manifests, "Deployment", name)))
-        assert "PROMETHEUS_MULTIPROC_DIR" not in env, name
+def test_multiprocess_metrics_always_have_a_writable_directory(
+    manifests: list[Manifest],
+) -> None:
+    # prometheus_client writes its per-process files there; on a read-only root filesystem
+    # the directory must be an emptyDir, or the process fails at its first sample.
+    using = []
+    for obj in workloads(manifests):
+        spec = pod_spec(obj)
+        empty_dirs = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+        for c in all_containers(spec):
+            directory = container_env(manifests, c).get("PROMETHEUS_MULTIPROC_DIR")
+            if directory is None:
+                continue
+            using.append(obj["metadata"]["name"])
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            assert mounts.get(directory) in empty_dirs, f"{obj['metadata']['name']}: {directory}"
+    assert set(using) >= {API, WORKER}
+    assert BEAT not in using  # beat runs no tasks: nothing to count
 
 
 def test_every_container_has_requests_and_limits(manifests: list[Manifest]) -> None:
