@@ -468,13 +468,14 @@ def _ports(rules: list[dict[str, Any]]) -> set[tuple[str, int]]:
     return {(port.get("protocol", "TCP"), port["port"]) for rule in rules for port in rule["ports"]}
 
 
-def test_network_policy_lets_in_only_http_to_the_api(manifests: list[Manifest]) -> None:
+def test_network_policy_lets_in_only_api_http_and_worker_metrics(manifests: list[Manifest]) -> None:
     for name in (API, WORKER, BEAT):
         labels = template_labels(one(manifests, "Deployment", name))
         policies = _policies_for(manifests, labels)
         assert any("Ingress" in p["spec"]["policyTypes"] for p in policies), name
         ingress = _ports([r for p in policies for r in p["spec"].get("ingress", [])])
-        assert ingress == ({("TCP", 8000)} if name == API else set()), name
+        expected = {API: {("TCP", 8000)}, WORKER: {("TCP", 9100)}, BEAT: set()}[name]
+        assert ingress == expected, name
 
 
 def test_network_policy_allows_the_egress_tripbook_needs(manifests: list[Manifest]) -> None:
