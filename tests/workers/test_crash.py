@@ -22,6 +22,19 @@ RESTORE_ENV = {
 }
 
 
+async def charge_reaches_gateway(
+    booking: Booking, sandbox: PaymentSandbox, reservation_id: str
+) -> None:
+    """Wait until the settlement is under way: its first charge attempt hit the gateway."""
+    [payment] = await booking.payments(reservation_id)
+
+    def charging() -> bool:
+        charge = sandbox.stats()["charges"].get(payment.idempotency_key)
+        return charge is not None and charge["attempts"] == 1
+
+    await eventually(charging, what="the charge to reach the gateway")
+
+
 async def test_settlement_survives_a_killed_worker(
     booking: Booking,
     payment_sandbox: PaymentSandbox,
@@ -33,13 +46,7 @@ async def test_settlement_survives_a_killed_worker(
 
     with run_worker(jobs_log_dir, env=worker_env, name="doomed") as doomed:
         await booking.pay(account, held["id"], "tok_slow_3000")
-        [payment] = await booking.payments(held["id"])
-
-        def charging() -> bool:
-            charge = payment_sandbox.stats()["charges"].get(payment.idempotency_key)
-            return charge is not None and charge["attempts"] == 1
-
-        await eventually(charging, what="the charge to reach the gateway")
+        await charge_reaches_gateway(booking, payment_sandbox, held["id"])
         doomed.kill()
         assert doomed.popen.returncode == -9
 
@@ -67,13 +74,7 @@ async def test_sigterm_during_a_settlement_lets_it_finish(
 
     with run_worker(jobs_log_dir, env=worker_env, name="terminated") as terminated:
         await booking.pay(account, held["id"], "tok_slow_2000")
-        [payment] = await booking.payments(held["id"])
-
-        def charging() -> bool:
-            charge = payment_sandbox.stats()["charges"].get(payment.idempotency_key)
-            return charge is not None and charge["attempts"] == 1
-
-        await eventually(charging, what="the charge to reach the gateway")
+        await charge_reaches_gateway(booking, payment_sandbox, held["id"])
         terminated.popen.send_signal(signal.SIGTERM)
         exit_code = await asyncio.to_thread(terminated.popen.wait, 30)
 
