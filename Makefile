@@ -53,6 +53,9 @@ beat: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
 
+load: $(STAMP) ## locust against a local stack (or LOAD_ARGS='--host URL'), then the checks
+	$(BIN)/python -m tests.load.run $(LOAD_ARGS)
+
 fuzz: $(STAMP) ## a longer schemathesis pass than the one in `make test`
 	TRIPBOOK_FUZZ_EXAMPLES=300 $(BIN)/pytest tests/test_fuzz.py
 

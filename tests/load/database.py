@@ -1,0 +1,272 @@
+"""The load test's database: created, migrated and seeded per run; checked afterwards.
+
+Mirrors ``tests/bench/database.py`` (whose helpers are bound to the bench's own database)
+with the URL as a parameter, so the same checks also run against an external ``--host``'s
+database given with ``--database-url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock
+
+import asyncpg
+from alembic import command
+from redis import Redis as SyncRedis
+
+from tripbook.cli import alembic_config
+
+SEAT_HOLDING = ("held", "payment_pending", "confirmed")
+CATALOGUE = [
+    ("Lisbon", "Porto", "Atlantic coast express", 2900, 200),
+    ("Porto", "Lisbon", "Atlantic coast express (return)", 2900, 200),
+    ("Madrid", "Barcelona", "Iberian high-speed", 4500, 300),
+    ("Paris", "Amsterdam", "Canal cities sleeper", 8900, 120),
+    ("Vienna", "Budapest", "Danube day cruise", 6500, 150),
+    ("Lisbon", "Madrid", "Sud express", 5900, 80),
+]
+DAYS_AHEAD = 10
+FLASH_TITLE = "Flash sale: Lisbon to Faro, one morning only"
+
+
+def dsn(url: str) -> str:
+    """asyncpg wants ``postgresql://``; tripbook's URLs name the SQLAlchemy driver."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def server_and_name(url: str) -> tuple[str, str]:
+    server, _, name = url.rpartition("/")
+    return server, name
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn(url), timeout=10)
+
+
+async def recreate(url: str) -> None:
+    """Drop and create the database of ``url``: nothing of a previous run is left."""
+    server, name = server_and_name(url)
+    connection = await connect(f"{server}/postgres")
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+def migrate(url: str) -> None:
+    """Alembic to head, synchronously: its async env.py runs its own event loop."""
+    command.upgrade(alembic_config(url), "head")
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    trips: int
+    departures: int
+    seats: int
+    flash_departure_id: int
+    flash_seats: int
+
+
+async def seed(url: str, *, flash_seats: int) -> Seed:
+    """A small catalogue of upcoming departures, and one flash-sale departure."""
+    today = datetime.now(UTC).date()
+    connection = await connect(url)
+    try:
+        async with connection.transaction():
+            departures = seats = 0
+            for origin, destination, title, price, capacity in CATALOGUE:
+                trip_id = await _insert_trip(connection, origin, destination, title)
+                for day in range(1, DAYS_AHEAD + 1):
+                    departs = datetime.combine(today + timedelta(days=day), clock(9), UTC)
+                    await _insert_departure(connection, trip_id, departs, price, capacity)
+                    departures += 1
+                    seats += capacity
+            flash_trip = await _insert_trip(connection, "Lisbon", "Faro", FLASH_TITLE)
+            departs = datetime.combine(today + timedelta(days=3), clock(7), UTC)
+            flash_id = await _insert_departure(connection, flash_trip, departs, 1900, flash_seats)
+        await connection.execute("VACUUM ANALYZE")
+    finally:
+        await connection.close()
+    return Seed(
+        trips=len(CATALOGUE) + 1,
+        departures=departures + 1,
+        seats=seats + flash_seats,
+        flash_departure_id=flash_id,
+        flash_seats=flash_seats,
+    )
+
+
+async def _insert_trip(
+    connection: asyncpg.Connection, origin: str, destination: str, title: str
+) -> int:
+    trip_id = await connection.fetchval(
+        "INSERT INTO trip (origin, destination, title, description, currency) "
+        "VALUES ($1, $2, $3, 'Seeded for the load test.', 'EUR') RETURNING id",
+        origin,
+        destination,
+        title,
+    )
+    return int(trip_id)
+
+
+async def _insert_departure(
+    connection: asyncpg.Connection, trip_id: int, departs: datetime, price: int, seats: int
+) -> int:
+    departure_id = await connection.fetchval(
+        "INSERT INTO departure (trip_id, departs_at, arrives_at, price, seats_total, "
+        "seats_available) VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+        trip_id,
+        departs,
+        departs + timedelta(hours=3),
+        price,
+        seats,
+    )
+    return int(departure_id)
+
+
+async def now(url: str) -> datetime:
+    """The database's clock: reservations of this run are those created after it."""
+    connection = await connect(url)
+    try:
+        value: datetime = await connection.fetchval("SELECT now()")
+        return value
+    finally:
+        await connection.close()
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeatReport:
+    departures: int
+    seats_total: int
+    seats_available: int
+    seats_held: int
+    violations: list[dict[str, int]]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+async def seat_report(url: str) -> SeatReport:
+    """DESIGN §4: per departure, seats_total = seats_available + seats held/pending/confirmed,
+    and seats_available ≥ 0."""
+    connection = await connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT d.id, d.seats_total, d.seats_available, coalesce(r.seats, 0) AS held "
+            "FROM departure AS d LEFT JOIN ("
+            "  SELECT departure_id, sum(seats) AS seats FROM reservation "
+            "  WHERE status = ANY($1::text[]) GROUP BY departure_id"
+            ") AS r ON r.departure_id = d.id ORDER BY d.id",
+            list(SEAT_HOLDING),
+        )
+    finally:
+        await connection.close()
+    violations = [
+        {
+            "departure_id": int(row["id"]),
+            "seats_total": int(row["seats_total"]),
+            "seats_available": int(row["seats_available"]),
+            "seats_held": int(row["held"]),
+        }
+        for row in rows
+        if row["seats_available"] < 0
+        or row["seats_total"] != row["seats_available"] + int(row["held"])
+    ]
+    return SeatReport(
+        departures=len(rows),
+        seats_total=sum(int(row["seats_total"]) for row in rows),
+        seats_available=sum(int(row["seats_available"]) for row in rows),
+        seats_held=sum(int(row["held"]) for row in rows),
+        violations=violations,
+    )
+
+
+async def departure_seats(url: str, departure_id: int) -> tuple[int, int] | None:
+    connection = await connect(url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT seats_total, seats_available FROM departure WHERE id = $1", departure_id
+        )
+    finally:
+        await connection.close()
+    return (int(row["seats_total"]), int(row["seats_available"])) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentReport:
+    """Reservations of this run that were paid for (a charge was requested), by status."""
+
+    by_status: dict[str, int]
+    bad: list[dict[str, str]] = field(default_factory=list)
+    waited_s: float = 0.0
+
+    @property
+    def paid(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad
+
+
+_PAID = (
+    "SELECT r.id::text AS id, r.status, "
+    "  bool_or(p.kind = 'charge' AND p.status = 'succeeded') AS charged "
+    "FROM reservation AS r JOIN payment AS p ON p.reservation_id = r.id "
+    "WHERE r.created_at >= $1 GROUP BY r.id, r.status"
+)
+
+
+async def _paid_reservations(url: str, since: datetime) -> list[asyncpg.Record]:
+    connection = await connect(url)
+    try:
+        return list(await connection.fetch(_PAID, since))
+    finally:
+        await connection.close()
+
+
+async def payment_report(url: str, since: datetime, *, drain_timeout_s: float) -> PaymentReport:
+    """Wait (bounded) until no paid reservation is still ``payment_pending``, then judge:
+    each must be ``confirmed``, or ``cancelled`` after its charge succeeded (a booker who
+    cancelled a confirmed booking)."""
+    started = time.monotonic()
+    deadline = started + drain_timeout_s
+    while True:
+        rows = await _paid_reservations(url, since)
+        pending = sum(1 for row in rows if row["status"] == "payment_pending")
+        if pending == 0 or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.5)  # poll interval while the worker drains
+    by_status: dict[str, int] = {}
+    bad = []
+    for row in rows:
+        status = str(row["status"])
+        by_status[status] = by_status.get(status, 0) + 1
+        fine = status == "confirmed" or (status == "cancelled" and bool(row["charged"]))
+        if not fine:
+            bad.append({"reservation_id": str(row["id"]), "status": status})
+    return PaymentReport(by_status=by_status, bad=bad, waited_s=time.monotonic() - started)
+
+
+def clear_redis_keys(urls: list[str], prefix: str) -> int:
+    """Delete the run's keys (cache, limiter, idempotency, broker queues)."""
+    deleted = 0
+    for url in urls:
+        with SyncRedis.from_url(url) as redis:
+            batch: list[bytes] = []
+            for key in redis.scan_iter(match=f"{prefix}*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += int(redis.unlink(*batch))
+                    batch.clear()
+            if batch:
+                deleted += int(redis.unlink(*batch))
+    return deleted
