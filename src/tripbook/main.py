@@ -18,6 +18,7 @@ from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
@@ -31,7 +32,9 @@ from tripbook.core.middleware import (
     AccessLogMiddleware,
     BodySizeLimitMiddleware,
     CorrelationIdAliasMiddleware,
+    SecurityHeadersMiddleware,
     is_valid_request_id,
+    security_headers,
 )
 from tripbook.core.problems import PROBLEM_JSON, PROBLEM_RESPONSES
 from tripbook.core.ratelimit import RateLimiter
@@ -129,16 +132,21 @@ async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def on_unexpected_error(_: Request, exc: Exception) -> JSONResponse:
-    # Runs in Starlette's outermost middleware, outside the correlation id middleware, so
-    # the id header is set here. The trace goes to the log, never to the client.
+async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Runs in Starlette's outermost middleware, outside the correlation id and security
+    # headers middleware, so their headers are set here. The trace goes to the log, never
+    # to the client.
     log.error("unhandled_exception", exc_info=exc)
+    production = request.app.state.settings.env == "production"
+    headers = security_headers(request.url.path, hsts=production)
     request_id = correlation_id.get()
+    if request_id:
+        headers["X-Request-ID"] = request_id
     return problem(
         500,
         code="INTERNAL_ERROR",
         detail="An unexpected error occurred; quote the request id when reporting it",
-        headers={"X-Request-ID": request_id} if request_id else None,
+        headers=headers,
     )
 
 
@@ -206,8 +214,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(SQLAlchemyTimeoutError, on_database_error)
     app.add_exception_handler(Exception, on_unexpected_error)
 
-    # Added innermost first: the request passes alias → correlation id → access log → limit.
+    # Added innermost first: the request passes alias → correlation id → access log →
+    # security headers → CORS (only with allowed origins) → limit. CORS answers preflights
+    # itself, so they still get the security headers, a request id and an access line.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "Idempotent-Replayed"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.env == "production")
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(CorrelationIdMiddleware, validator=is_valid_request_id)
     app.add_middleware(CorrelationIdAliasMiddleware)

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
         default_factory=list
     )
+    # Browser origins allowed to call the API (comma-separated); empty means no CORS at all.
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     readiness_timeout_s: float = Field(default=1.0, gt=0)
     # After SIGTERM, keep serving (with /readyz at 503) this long before draining, so load
     # balancers stop sending traffic first. 0 when a preStop hook already does that.
@@ -101,6 +103,14 @@ class Settings(BaseSettings):
             return [ip_network(part.strip(), strict=False) for part in value.split(",") if part]
         return value
 
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        # Accept "https://a.example,https://b.example" from the environment too.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @model_validator(mode="after")
     def _check_task_timing(self) -> Settings:
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
@@ -121,6 +131,8 @@ class Settings(BaseSettings):
                 raise ValueError("TRIPBOOK_JWT_SECRET must be at least 32 characters")
             if self.debug:
                 raise ValueError("TRIPBOOK_DEBUG must be off in production")
+            if "*" in self.cors_allow_origins:
+                raise ValueError("TRIPBOOK_CORS_ALLOW_ORIGINS must list origins in production")
         return self
 
 

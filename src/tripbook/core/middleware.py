@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request id aliasing, body size limit, access log and metrics.
+"""Pure ASGI middleware: request id aliasing, security headers, body size limit, access log
+and metrics.
 
 No ``BaseHTTPMiddleware``: it breaks contextvars and BackgroundTasks and costs throughput.
 """
@@ -20,6 +21,19 @@ access_log = get_logger("tripbook.access")
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
+# Responses about a person (their credentials, profile, bookings) are never stored by
+# browsers or shared caches; the public trip catalogue may be.
+NO_STORE_PREFIXES = ("/v1/auth/", "/v1/users/", "/v1/reservations")
+# The interactive docs load scripts and styles, which the API's CSP would block.
+DOCS_PREFIX = "/docs"
+BASE_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+HSTS = "max-age=63072000; includeSubDomains"
+
 
 def is_valid_request_id(value: str) -> bool:
     # Anything printable and short is accepted, so ids from proxies and tracers survive;
@@ -40,6 +54,48 @@ class CorrelationIdAliasMiddleware:
             if alias and "x-request-id" not in headers:
                 headers["x-request-id"] = alias
         await self.app(scope, receive, send)
+
+
+def security_headers(path: str, *, hsts: bool) -> dict[str, str]:
+    """The security headers for a response to ``path``.
+
+    Also called by the 500 handler, whose response is sent outside every middleware.
+    """
+    headers = dict(BASE_SECURITY_HEADERS)
+    if path.startswith(NO_STORE_PREFIXES):
+        headers["Cache-Control"] = "no-store"
+    if not path.startswith(DOCS_PREFIX):
+        headers["Content-Security-Policy"] = API_CSP
+    if hsts:
+        headers["Strict-Transport-Security"] = HSTS
+    return headers
+
+
+class SecurityHeadersMiddleware:
+    """Add ``security_headers`` to every response, errors included.
+
+    ``hsts`` is for production only: HSTS sent over plain HTTP in development would pin a
+    developer's browser to HTTPS for localhost.
+    """
+
+    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = security_headers(scope["path"], hsts=self.hsts)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in extra.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class BodySizeLimitMiddleware:
