@@ -29,7 +29,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tripbook.core import outbox
-from tripbook.core.db import create_sessionmaker, unit_of_work
+from tripbook.core.db import create_sessionmaker, is_transient, unit_of_work
 from tripbook.core.logging import get_logger
 from tripbook.core.metrics import OUTBOX_BACKLOG
 from tripbook.core.outbox import OutboxEvent
@@ -168,8 +168,12 @@ class OutboxRelay:
             outcome = await anyio.to_thread.run_sync(send_batch, self.client, messages)
             async with unit_of_work(self.sessionmaker) as session:
                 await record_outcome(session, outcome)
-        except Exception:
-            log.exception("outbox_publish_failed", events=len(event_ids))
+        except Exception as exc:
+            if is_transient(exc):
+                # A database blip: the rows are committed and the sweep will send them.
+                log.warning("outbox_publish_deferred", events=len(event_ids), error=repr(exc))
+            else:
+                log.exception("outbox_publish_failed", events=len(event_ids))
 
     async def sweep(self, *, older_than: timedelta, batch: int) -> SweepResult:
         """Publish one batch of rows left unpublished for longer than ``older_than``."""
