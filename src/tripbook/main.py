@@ -173,7 +173,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = create_redis(settings)
     app.state.rate_limiter = RateLimiter(settings, app.state.redis)
     # Publishes this app's outbox events after each commit (see core/outbox.py).
-    app.state.relay = OutboxRelay(settings, app.state.engine)
+    app.state.relay = OutboxRelay(settings, app.state.engine, background=True)
     app.state.draining = False
     await warm_up_password_hashing()  # the first unknown-email login costs no extra hash
     # Outside the main thread (an in-process test client) there is no signal to hook.

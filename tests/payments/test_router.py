@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.core.test_errors import assert_problem
 from tests.support.factories import Account, Factories
+from tests.support.workers import eventually
 from tripbook.core.db import unit_of_work
 from tripbook.core.outbox import OutboxEvent
 from tripbook.main import create_app
@@ -83,16 +84,21 @@ class TestPay:
             "EUR",
         )
         assert (payment.idempotency_key, payment.attempts) == (f"charge-{payment.id}", 0)
-        async with sessionmaker() as session:
-            [event] = await session.scalars(
-                select(OutboxEvent).where(
-                    OutboxEvent.payload["payment_id"].astext == str(payment.id)
+
+        async def published() -> OutboxEvent | None:
+            async with sessionmaker() as session:
+                [event] = await session.scalars(
+                    select(OutboxEvent).where(
+                        OutboxEvent.payload["payment_id"].astext == str(payment.id)
+                    )
                 )
-            )
+            return event if event.published_at is not None else None
+
+        # Published right after commit (by the relay's background loop, not before the
+        # response), to the test run's own broker key space.
+        event = await eventually(published, timeout_s=10, what="the settle event to publish")
         assert event.task == "payments.settle"
         assert event.request_id == response.headers["x-request-id"]
-        # Published right after commit, to the test run's own broker key space.
-        assert event.published_at is not None
 
     async def test_anonymous(self, client: httpx.AsyncClient) -> None:
         response = await client.post(pay_url(str(uuid.uuid4())), json={"payment_token": "t"})

@@ -64,7 +64,12 @@ async def test_payment_accepted_while_the_broker_is_down(
     await down.pay(account, held["id"], "tok_approve")
     assert time.monotonic() - started < 2.0
 
-    events = await booking.events(held["id"])
+    async def attempted() -> list[OutboxEvent] | None:
+        # The API's relay publishes from a background loop, after the response.
+        events = await booking.events(held["id"])
+        return events if all(event.publish_attempts for event in events) else None
+
+    events = await eventually(attempted, timeout_s=10, what="the relay's publish attempt")
     assert [event.task for event in events] == ["email.send", "payments.settle"]
     for event in events:
         assert (event.published_at, event.publish_attempts) == (None, 1)

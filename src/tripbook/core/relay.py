@@ -17,6 +17,8 @@ wait for the sweep. Consumers are idempotent, so a row published twice does no h
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +43,8 @@ QUEUES = ("payments", "email", "maintenance")
 # The message header carrying the request id; workers bind it into their log lines.
 REQUEST_ID_HEADER = "request_id"
 MAX_ERROR_CHARS = 500
+# Events one background round publishes at most (one SELECT, one publish, one UPDATE).
+BACKGROUND_BATCH = 500
 
 
 def queue_for(task: str) -> str:
@@ -147,11 +151,39 @@ class SweepResult:
 class OutboxRelay:
     """Publishes one engine's outbox: attached to it so units of work find it after commit."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+    def __init__(self, settings: Settings, engine: AsyncEngine, *, background: bool = False):
+        """``background``: publish from one coalescing loop instead of inline after commit.
+
+        The API uses it, so a response never waits for the broker and concurrent requests
+        share one SELECT, one publish and one UPDATE. Workers publish inline: their event
+        loop only runs while a task does.
+        """
         self.engine = engine
         self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(engine)
         self.client = create_client(settings)
-        outbox.attach_publisher(engine, self.publish)
+        self._pending: list[uuid.UUID] = []
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        outbox.attach_publisher(engine, self.submit if background else self.publish)
+
+    async def submit(self, event_ids: Sequence[uuid.UUID]) -> None:
+        """Queue events just committed for the background loop; returns at once."""
+        self._pending.extend(event_ids)
+        self._wakeup.set()
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._publish_pending_forever())
+
+    async def _publish_pending_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            await self._publish_pending()
+
+    async def _publish_pending(self) -> None:
+        self._wakeup.clear()
+        while self._pending:
+            batch = self._pending[:BACKGROUND_BATCH]
+            del self._pending[:BACKGROUND_BATCH]
+            await self.publish(batch)
 
     async def publish(self, event_ids: Sequence[uuid.UUID]) -> None:
         """Publish events just committed. Never raises: what fails is left to the sweep."""
@@ -206,6 +238,11 @@ class OutboxRelay:
 
     async def aclose(self) -> None:
         outbox.detach_publisher(self.engine)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self._publish_pending()  # what was queued goes out now, not at the next sweep
         await anyio.to_thread.run_sync(self.client.close)
 
 
