@@ -1,0 +1,209 @@
+"""The bench database: created and migrated per run, seeded by SQL, checked after holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from alembic import command
+from argon2 import PasswordHasher
+from redis import Redis as SyncRedis
+
+from tests.bench import config
+from tripbook.cli import alembic_config
+from tripbook.core.security import create_access_token
+from tripbook.settings import Settings
+
+USERS = 400
+TRIPS = 200
+DEPARTURES_PER_TRIP = 5  # 1,000 spread departures
+SPREAD_SEATS = 1_000_000
+HOT_SEATS = 100_000_000  # the API caps seats_total; the CHECK constraints do not
+SEAT_HOLDING = ("held", "payment_pending", "confirmed")
+
+
+def _dsn(database: str = config.DATABASE_NAME) -> str:
+    return f"{config.PG_SERVER.replace('+asyncpg', '')}/{database}"
+
+
+async def connect(database: str = config.DATABASE_NAME) -> asyncpg.Connection:
+    return await asyncpg.connect(_dsn(database), timeout=10)
+
+
+async def server_version() -> str:
+    connection = await connect("postgres")
+    try:
+        return str(await connection.fetchval("SHOW server_version"))
+    finally:
+        await connection.close()
+
+
+async def recreate() -> None:
+    """Drop and create the bench database: nothing of a previous run is left."""
+    connection = await connect("postgres")
+    try:
+        name = config.DATABASE_NAME
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+def migrate() -> None:
+    """Alembic to head, synchronously: its async env.py runs its own event loop."""
+    command.upgrade(alembic_config(config.DATABASE_URL), "head")
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    tokens: list[str]
+    trip_ids: list[int]
+    spread_departure_ids: list[int]
+    hot_departure_id: int
+
+
+async def seed(settings: Settings) -> Seed:
+    # argon2 costs ~100 ms a hash: one hash serves every bench account (none ever logs in).
+    password_hash = PasswordHasher().hash("bench-password-never-used")
+    departs_at = datetime.now(UTC) + timedelta(days=30)
+    connection = await connect()
+    try:
+        async with connection.transaction():
+            user_ids = await connection.fetch(
+                "INSERT INTO user_account (email, password_hash, full_name, role) "
+                "SELECT 'bench-' || n || '@example.com', $1, 'Bench User ' || n, 'customer' "
+                "FROM generate_series(1, $2) AS n RETURNING id",
+                password_hash,
+                USERS,
+            )
+            trip_ids = await _insert_trips(connection, TRIPS + 1)
+            spread = await connection.fetch(
+                "INSERT INTO departure (trip_id, departs_at, arrives_at, price, seats_total, "
+                "seats_available) "
+                "SELECT trip_id, at, at + interval '3 hours', 2500, $3, $3 "
+                "FROM unnest($1::bigint[]) AS trip_id, generate_series(0, $4 - 1) AS k, "
+                "LATERAL (SELECT $2::timestamptz + k * interval '1 day' AS at) AS day "
+                "ORDER BY trip_id, k RETURNING id",
+                trip_ids[:TRIPS],
+                departs_at,
+                SPREAD_SEATS,
+                DEPARTURES_PER_TRIP,
+            )
+            hot = await connection.fetchval(
+                "INSERT INTO departure (trip_id, departs_at, arrives_at, price, seats_total, "
+                "seats_available) "
+                "VALUES ($1, $2::timestamptz, $2::timestamptz + interval '3 hours', 2500, $3, $3) "
+                "RETURNING id",
+                trip_ids[TRIPS],
+                departs_at,
+                HOT_SEATS,
+            )
+        await connection.execute("VACUUM ANALYZE")
+    finally:
+        await connection.close()
+    tokens = [create_access_token(settings, user_id=row["id"], role="customer") for row in user_ids]
+    return Seed(
+        tokens=tokens,
+        trip_ids=trip_ids[:TRIPS],
+        spread_departure_ids=[row["id"] for row in spread],
+        hot_departure_id=int(hot),
+    )
+
+
+async def _insert_trips(connection: asyncpg.Connection, count: int) -> list[int]:
+    rows = await connection.fetch(
+        "INSERT INTO trip (origin, destination, title, description, currency) "
+        "SELECT 'Lisbon', 'Porto', 'Bench trip ' || n, "
+        "'Along the coast, with a stop for lunch.', 'EUR' "
+        "FROM generate_series(1, $1) AS n ORDER BY n RETURNING id",
+        count,
+    )
+    return [row["id"] for row in rows]
+
+
+async def reset_holds() -> None:
+    """Every hold scenario starts from the same tables: no reservations, all seats free."""
+    connection = await connect()
+    try:
+        await connection.execute(
+            "TRUNCATE reservation, passenger, outbox_event, processed_event, idempotency_key "
+            "CASCADE"
+        )
+        await connection.execute("UPDATE departure SET seats_available = seats_total")
+        await connection.execute("VACUUM ANALYZE departure")
+    finally:
+        await connection.close()
+
+
+@dataclass(frozen=True, slots=True)
+class InvariantReport:
+    departures: int
+    reservations: int
+    seats_held: int
+    violations: list[dict[str, int]]
+
+    @property
+    def holds(self) -> bool:
+        return not self.violations
+
+    def describe(self) -> str:
+        verdict = "OK" if self.holds else f"VIOLATED on {len(self.violations)} departures"
+        return (
+            f"{verdict}: {self.departures} departures, {self.reservations} reservations, "
+            f"{self.seats_held} seats held; seats_total = seats_available + seats held"
+        )
+
+
+async def check_invariant() -> InvariantReport:
+    """DESIGN §4: seats_total = seats_available + seats of held/pending/confirmed, per row."""
+    connection = await connect()
+    try:
+        rows = await connection.fetch(
+            "SELECT d.id, d.seats_total, d.seats_available, coalesce(r.seats, 0) AS held, "
+            "coalesce(r.reservations, 0) AS reservations "
+            "FROM departure AS d LEFT JOIN ("
+            "  SELECT departure_id, sum(seats) AS seats, count(*) AS reservations "
+            "  FROM reservation WHERE status = ANY($1::text[]) GROUP BY departure_id"
+            ") AS r ON r.departure_id = d.id",
+            list(SEAT_HOLDING),
+        )
+    finally:
+        await connection.close()
+    violations = [
+        {
+            "departure_id": row["id"],
+            "seats_total": row["seats_total"],
+            "seats_available": row["seats_available"],
+            "seats_held": int(row["held"]),
+        }
+        for row in rows
+        if row["seats_total"] != row["seats_available"] + row["held"]
+    ]
+    return InvariantReport(
+        departures=len(rows),
+        reservations=sum(int(row["reservations"]) for row in rows),
+        seats_held=sum(int(row["held"]) for row in rows),
+        violations=violations,
+    )
+
+
+def redis_version() -> str:
+    with SyncRedis.from_url(config.REDIS_URL) as redis:
+        return str(redis.info("server")["redis_version"])
+
+
+def clear_redis_keys() -> int:
+    """Delete the bench's keys (cache, limiter, broker queues) from both Redis databases."""
+    deleted = 0
+    for url in (config.REDIS_URL, config.BROKER_URL):
+        with SyncRedis.from_url(url) as redis:
+            batch: list[bytes] = []
+            for key in redis.scan_iter(match=f"{config.KEY_PREFIX}*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += int(redis.unlink(*batch))
+                    batch.clear()
+            if batch:
+                deleted += int(redis.unlink(*batch))
+    return deleted
