@@ -45,6 +45,13 @@ class SeatsReleased:
     trip_id: int
 
 
+def total_price(unit_price: int, seats: int) -> int:
+    """The reservation's total in minor units: every seat at the departure's price."""
+    if unit_price < 0 or seats < 1:
+        raise ValueError(f"cannot price {seats} seats at {unit_price}")
+    return unit_price * seats
+
+
 def to_read(reservation: Reservation) -> ReservationRead:
     return ReservationRead(
         id=reservation.id,
@@ -81,7 +88,7 @@ async def hold_seats(
     now = datetime.now(UTC)
     if departure.departs_at <= now:
         raise DepartureClosed(departure_id=departure.id)
-    total = departure.price * request.seats
+    total = total_price(departure.price, request.seats)
     reservation_id = uuid.uuid4()
     event_id = uuid.uuid4()
     expires_at = now + hold_ttl
