@@ -11,11 +11,17 @@ What one run does
    200 trips of 5 departures each (1,000 departures with 1,000,000 seats each) and one hot
    departure with 100,000,000 seats; mints JWTs with ``create_access_token``. Redis keys
    live under ``tripbook-bench:`` and are deleted at the start and the end.
-3. For each scenario starts gunicorn with 2 workers and ``deploy/gunicorn.conf.py`` on
-   127.0.0.1, warms up, runs wrk ``--runs`` times (64 connections, 10 s by default),
-   checks the seat invariant after hold scenarios, and stops the server.
-4. Prints the Markdown table (medians, every run, ratios, targets, invariant check) and
-   writes it with a JSON twin to ``tests/bench/results/`` (git-ignored).
+3. Runs the scenarios interleaved (run 1 of each, then run 2 of each, ...; ``--order
+   grouped`` runs them one after the other), each run on a fresh gunicorn with 2 workers
+   and ``deploy/gunicorn.conf.py`` on 127.0.0.1, after a warm-up: wrk, 64 connections,
+   10 s, 3 runs by default. Hold runs start from empty reservations with every seat free
+   and end with the seat invariant checked. Every run also records the CPU seconds of the
+   workers, of the bench database's PostgreSQL backends and of every other process, so
+   CPU per request stays comparable when other work shares the machine.
+4. Prints the Markdown report (machine, medians, every run, ratios against the targets,
+   the invariant) and writes it with a JSON twin to ``tests/bench/results/`` (git-ignored).
+   Exits 1 when a scenario failed or the invariant broke. One run at a time per machine
+   (a lock in the temp directory): a second would drop the first one's database.
 
 Scenarios: ``bare`` (pure ASGI floor, ``apps/bare.py``), ``fastapi_plain`` (FastAPI, no
 middleware, ``apps/fastapi_plain.py``), ``healthz`` (tripbook's full stack),
@@ -25,12 +31,15 @@ ORM hold in ``naive/app.py``, same tables and JWTs).
 
 Commands
 --------
-- ``make bench``: every scenario, 3 runs of 10 s each (about 8 minutes).
+- ``make bench``: every scenario, 3 runs of 10 s each (about 9 minutes).
 - ``.venv/bin/python -m tests.bench.run --duration 2 --runs 1 --connections 8 --scenarios
   healthz``: a smoke check in well under a minute.
 - ``--profile``: one extra, unreported run per scenario with ``py-spy record`` attached to
-  both workers and ``pg_stat_activity`` sampled; summaries go to the results directory.
-  Needs ``.venv/bin/pip install py-spy`` (deliberately not a project dependency).
+  both workers and ``pg_stat_activity`` sampled; summaries go into the report, the raw
+  collapsed stacks to the results directory. Needs ``.venv/bin/pip install py-spy``
+  (deliberately not a project dependency).
+- ``--server-env NAME=VALUE`` (repeatable) gives every server more environment: try a
+  setting, or measure a patched copy of the package with ``PYTHONPATH=/tmp/copy/src``.
 
 Settings the servers get (and the report repeats): ``TRIPBOOK_ENV=production`` with a
 random JWT secret, JSON logs at INFO to a file, rate limits raised to 100,000,000/minute

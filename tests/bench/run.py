@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
+import os
 import shutil
 import socket
 import sys
@@ -97,6 +99,30 @@ def write_data_files(directory: Path, seed: database.Seed) -> DataFiles:
     files.hot_departure.write_text(f"{seed.hot_departure_id}\n")
     files.trip_paths.write_text("".join(f"/v1/trips/{trip}\n" for trip in seed.trip_ids))
     return files
+
+
+LOCK_PATH = Path(tempfile.gettempdir()) / "tripbook-bench.lock"
+
+
+@contextmanager
+def exclusive_run() -> Iterator[None]:
+    """One bench at a time on a machine: a second would drop the first one's database and
+    take half its CPU."""
+    with LOCK_PATH.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise SystemExit(
+                f"another bench run is in progress (pid {holder}, lock {LOCK_PATH}); "
+                "wait for it to finish"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
 
 
 @contextmanager
@@ -199,6 +225,11 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with exclusive_run():
+        return bench_main(args)
+
+
+def bench_main(args: argparse.Namespace) -> int:
     try:
         wrk_path = wrk.find_or_install()
     except wrk.WrkMissing as exc:
