@@ -1,5 +1,6 @@
-"""CPU seconds spent during a run, read from /proc: per request it stays comparable when
-other work shares the machine, where requests/s and latency do not."""
+"""CPU seconds spent during a run, read from /proc, by whom: per request it moves much less
+than requests/s and latency when other work shares the machine, and ``neighbours`` says
+how much other work there was."""
 
 from __future__ import annotations
 

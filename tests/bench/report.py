@@ -231,13 +231,14 @@ class Report:
                 f"**Other work shared the machine**: neighbours took up to "
                 f"{100 * max(shares):.0f}% of all cores during runs (median "
                 f"{100 * statistics.median(shares):.0f}%); req/s and latency are pessimistic "
-                "for those runs, CPU per request is not affected.",
+                "for those runs, and CPU per request is inflated too, though less (up to ~1.5x "
+                "seen with neighbours at 40-50%).",
             ]
         lines += [
             "",
             "CPU ms/req: CPU time of the 2 gunicorn workers (app) and of the bench database's "
-            "PostgreSQL backends (DB) over the run, divided by the requests served; it stays "
-            "comparable when other work shares the machine (see `neighbours` per run).",
+            "PostgreSQL backends (DB) over the run, divided by the requests served; it moves "
+            "less than req/s when other work shares the machine (see `neighbours` per run).",
         ]
         return [*lines, ""]
 
