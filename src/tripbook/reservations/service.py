@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tripbook.core.errors import InvalidInput
 from tripbook.core.metrics import RESERVATIONS
 from tripbook.core.money import Money
 from tripbook.core.outbox import enqueue, publish_after_commit
@@ -164,8 +165,6 @@ async def list_reservations(
         try:
             after = (datetime.fromisoformat(created_at), uuid.UUID(reservation_id))
         except (TypeError, ValueError) as exc:
-            from tripbook.core.errors import InvalidInput
-
             raise InvalidInput("Malformed cursor", field="cursor") from exc
     rows = await repository.list_for_user(
         session,
