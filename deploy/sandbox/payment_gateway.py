@@ -7,7 +7,12 @@ The token decides what happens, so a test can ask for every path the real gatewa
     tok_fail_<N>_then_approve     503 for the key's first N attempts, then 201
     tok_timeout                   hangs --timeout-delay-s, then 504       (not final)
     tok_slow_<MS>                 waits MS milliseconds, then 201
+    tok_refund_slow_<MS>          201; each refund of the charge waits MS milliseconds first
     anything else                 400 invalid_token                      (nothing recorded)
+
+`PUT /_sandbox/latency {"delay_s": S}` makes the whole processor slow: every charge and
+refund waits S seconds before it is handled, then is handled as usual (a caller that gave
+up meanwhile still gets charged, as with a real processor); `delay_s: 0` ends it.
 
 Idempotency follows the usual processor contract: a key is bound to the first body sent
 with it; once it has a final outcome (any 2xx or 4xx) that response is replayed verbatim.
@@ -48,6 +53,8 @@ logger = logging.getLogger("sandbox.payments")
 
 FAIL_THEN_APPROVE = re.compile(r"tok_fail_(\d{1,3})_then_approve")
 SLOW = re.compile(r"tok_slow_(\d{1,6})")
+SLOW_REFUNDS = re.compile(r"tok_refund_slow_(\d{1,6})")
+MAX_LATENCY_S = 600.0
 CURRENCY = re.compile(r"[A-Z]{3}")
 REQUEST_IDS_KEPT = 50
 
@@ -67,6 +74,7 @@ class Script:
     outcome: Literal["approve", "decline", "timeout"] = "approve"
     fail_first: int = 0
     delay_s: float = 0.0
+    refund_delay_s: float = 0.0
 
 
 def _script(card: str) -> Script | None:
@@ -80,6 +88,8 @@ def _script(card: str) -> Script | None:
         return Script(fail_first=int(failing[1]))
     if slow := SLOW.fullmatch(card):
         return Script(delay_s=int(slow[1]) / 1000)
+    if slow_refunds := SLOW_REFUNDS.fullmatch(card):
+        return Script(refund_delay_s=int(slow_refunds[1]) / 1000)
     return None
 
 
@@ -98,6 +108,7 @@ class KeyRecord:
 class Charge:
     amount: int
     refunded: int = 0
+    refund_delay_s: float = 0.0
 
 
 @dataclass
@@ -108,6 +119,8 @@ class Ledger:
     refunds: dict[str, KeyRecord] = field(default_factory=dict)
     charge_by_id: dict[str, Charge] = field(default_factory=dict)
     request_ids: deque[str] = field(default_factory=lambda: deque(maxlen=REQUEST_IDS_KEPT))
+    # How long every charge and refund waits before it is handled (PUT /_sandbox/latency).
+    latency_s: float = 0.0
 
 
 def _positive_int(value: Any) -> int:
@@ -175,9 +188,9 @@ def create_app(timeout_delay_s: float) -> ASGIApp:
     """Build the gateway app; all state lives in this closure, so each app starts empty."""
     ledger = Ledger()
 
-    def approve(record: KeyRecord, key: str, amount: int, currency: str) -> Outcome:
+    def approve(record: KeyRecord, key: str, amount: int, currency: str, script: Script) -> Outcome:
         charge_id = f"ch_{secrets.token_hex(12)}"
-        ledger.charge_by_id[charge_id] = Charge(amount)
+        ledger.charge_by_id[charge_id] = Charge(amount, refund_delay_s=script.refund_delay_s)
         record.applied += 1
         body = {"amount": amount, "currency": currency, "idempotency_key": key}
         return 201, {"id": charge_id, "status": "succeeded", **body}
@@ -202,8 +215,9 @@ def create_app(timeout_delay_s: float) -> ASGIApp:
             if record.attempts <= script.fail_first:
                 return _error(503, "processor_unavailable")
             await asyncio.sleep(script.delay_s)
-            return approve(record, key, amount, currency)
+            return approve(record, key, amount, currency, script)
 
+        await asyncio.sleep(ledger.latency_s)
         return await _idempotent(key, ledger.charges, body, process)
 
     async def create_refund(request: Request) -> Response:
@@ -215,6 +229,7 @@ def create_app(timeout_delay_s: float) -> ASGIApp:
             charge = ledger.charge_by_id.get(charge_id)
             if charge is None:
                 return _error(404, "no_such_charge")
+            await asyncio.sleep(charge.refund_delay_s)
             if charge.refunded + amount > charge.amount:
                 remaining = charge.amount - charge.refunded
                 return _error(409, "refund_exceeds_charge", refundable=remaining)
@@ -229,6 +244,7 @@ def create_app(timeout_delay_s: float) -> ASGIApp:
                 "amount": amount,
             }
 
+        await asyncio.sleep(ledger.latency_s)
         return await _idempotent(key, ledger.refunds, body, process)
 
     async def stats(_: Request) -> Response:
@@ -243,7 +259,18 @@ def create_app(timeout_delay_s: float) -> ASGIApp:
             }
         )
 
+    async def set_latency(request: Request) -> Response:
+        delay_s = (await _json_object(request)).get("delay_s")
+        if isinstance(delay_s, bool) or not isinstance(delay_s, int | float):
+            raise BadRequest
+        if not 0 <= delay_s <= MAX_LATENCY_S:
+            raise BadRequest
+        ledger.latency_s = float(delay_s)
+        logger.info("latency set to %.3fs", ledger.latency_s)
+        return JSONResponse({"delay_s": ledger.latency_s})
+
     async def reset(_: Request) -> Response:
+        ledger.latency_s = 0.0
         ledger.charges.clear()
         ledger.refunds.clear()
         ledger.charge_by_id.clear()
@@ -259,6 +286,7 @@ def create_app(timeout_delay_s: float) -> ASGIApp:
             Route("/v1/refunds", create_refund, methods=["POST"]),
             Route("/_sandbox/stats", stats, methods=["GET"]),
             Route("/_sandbox/reset", reset, methods=["POST"]),
+            Route("/_sandbox/latency", set_latency, methods=["PUT"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         exception_handlers={

@@ -6,7 +6,14 @@ is opened and closed by the HTTP app's lifespan, so `/healthz` answering means b
 
     GET    /messages[?to=addr]   what was received, oldest first (envelope recipients)
     DELETE /messages             forget everything
+    POST   /holds {"to": addr}   stall mail to addr: its DATA gets no answer until released
+    GET    /holds                {"to": [held addresses], "waiting": [recipients stalled now]}
+    DELETE /holds                release: stalled messages are accepted, none is held anymore
     GET    /healthz
+
+A held message is stored only when it is released and its sender is still connected: a
+sender that dies while stalled never got "250", so nothing was delivered (as with a real
+server), which is what a test killing a worker mid-send needs to see.
 """
 
 from __future__ import annotations
@@ -74,8 +81,33 @@ class Mailbox:
 
     def __init__(self) -> None:
         self.messages: deque[dict[str, Any]] = deque(maxlen=MAX_MESSAGES)
+        self.held: set[str] = set()
+        self.waiting: list[str] = []
+        self._released = asyncio.Event()
+
+    def hold(self, address: str) -> None:
+        self.held.add(address.lower())
+
+    def release(self) -> None:
+        self.held.clear()
+        self._released.set()
+        self._released = asyncio.Event()  # for the next hold
+
+    async def _stall(self, envelope: Envelope) -> None:
+        recipients = [r.lower() for r in envelope.rcpt_tos if r.lower() in self.held]
+        if not recipients:
+            return
+        self.waiting.extend(recipients)
+        logger.info("holding message to=%s", ",".join(recipients))
+        try:
+            # Cancelled by aiosmtpd when the sender disconnects: nothing is stored then.
+            await self._released.wait()
+        finally:
+            for recipient in recipients:
+                self.waiting.remove(recipient)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await self._stall(envelope)
         item = parse(envelope)
         self.messages.append(item)
         logger.info(
@@ -116,6 +148,24 @@ def create_app(mailbox: Mailbox, host: str, smtp_port: int) -> Starlette:
         mailbox.messages.clear()
         return Response(status_code=204)
 
+    async def add_hold(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        to = body.get("to") if isinstance(body, dict) else None
+        if not isinstance(to, str) or "@" not in to:
+            return JSONResponse({"error": "bad_request"}, status_code=400)
+        mailbox.hold(to)
+        return Response(status_code=204)
+
+    async def list_holds(_: Request) -> Response:
+        return JSONResponse({"to": sorted(mailbox.held), "waiting": list(mailbox.waiting)})
+
+    async def release_holds(_: Request) -> Response:
+        mailbox.release()
+        return Response(status_code=204)
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -123,6 +173,9 @@ def create_app(mailbox: Mailbox, host: str, smtp_port: int) -> Starlette:
         routes=[
             Route("/messages", list_messages, methods=["GET"]),
             Route("/messages", clear_messages, methods=["DELETE"]),
+            Route("/holds", add_hold, methods=["POST"]),
+            Route("/holds", list_holds, methods=["GET"]),
+            Route("/holds", release_holds, methods=["DELETE"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.support.sandboxes import PaymentSandbox, run_payment_sandbox
+from tests.support.workers import eventually
 
 TIMEOUT_DELAY_S = 1.0
 
@@ -225,6 +226,74 @@ class TestRefund:
         response = http.post("/v1/refunds", json={"charge_id": charge_id, "amount": 1})
 
         assert response.json() == {"error": "idempotency_key_required"}
+
+    def test_slow_refunds_token(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
+        charged = charge(http, new_key(), card="tok_refund_slow_300", amount=1000)
+        key = new_key()
+
+        response = refund(http, key, charged.json()["id"], 1000)
+
+        assert charged.status_code == 201
+        assert charged.elapsed.total_seconds() < 0.3  # only its refunds are slow
+        assert response.status_code == 201
+        assert response.elapsed.total_seconds() >= 0.3
+        assert gateway.stats()["refunds"][key] == {"applied": 1, "attempts": 1}
+
+
+class TestLatency:
+    @pytest.fixture
+    def slow_gateway(self, gateway: PaymentSandbox) -> Iterator[PaymentSandbox]:
+        gateway.set_latency(0.3)
+        try:
+            yield gateway
+        finally:
+            gateway.set_latency(0)
+
+    def test_every_request_waits_then_is_handled(
+        self, http: httpx.Client, slow_gateway: PaymentSandbox
+    ) -> None:
+        charged = charge(http, new_key(), amount=1000)
+        refunded = refund(http, new_key(), charged.json()["id"], 1000)
+
+        assert [charged.status_code, refunded.status_code] == [201, 201]
+        assert charged.elapsed.total_seconds() >= 0.3
+        assert refunded.elapsed.total_seconds() >= 0.3
+
+    async def test_a_caller_that_gave_up_is_still_charged(
+        self, http: httpx.Client, slow_gateway: PaymentSandbox
+    ) -> None:
+        key = new_key()
+
+        with pytest.raises(httpx.ReadTimeout):
+            http.post(
+                "/v1/charges", json=charge_body(), headers={"Idempotency-Key": key}, timeout=0.1
+            )
+        # Handled once its wait is over, though nobody is listening anymore.
+        await eventually(
+            lambda: slow_gateway.stats()["charges"].get(key, {}).get("applied") == 1,
+            what="the abandoned charge to be applied",
+        )
+        slow_gateway.set_latency(0)
+        retried = charge(http, key)
+
+        assert retried.headers["idempotent-replayed"] == "true"
+        assert slow_gateway.stats()["charges"][key] == {"applied": 1, "attempts": 2}
+
+    def test_off_again(self, http: httpx.Client, slow_gateway: PaymentSandbox) -> None:
+        slow_gateway.set_latency(0)
+
+        assert charge(http, new_key()).elapsed.total_seconds() < 0.3
+
+    @pytest.mark.parametrize("content", [b"{}", b'{"delay_s": -1}', b'{"delay_s": "1"}', b"[]"])
+    def test_bad_request(self, http: httpx.Client, content: bytes) -> None:
+        response = http.put("/_sandbox/latency", content=content)
+
+        assert (response.status_code, response.json()) == (400, {"error": "bad_request"})
+
+    def test_reset_ends_it(self, http: httpx.Client, slow_gateway: PaymentSandbox) -> None:
+        slow_gateway.reset()
+
+        assert charge(http, new_key()).elapsed.total_seconds() < 0.3
 
 
 class TestBadRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from email.utils import make_msgid
 import pytest
 
 from tests.support.sandboxes import SmtpSink, run_smtp_sink
+from tests.support.workers import eventually
 
 SENDER = "bookings@tripbook.test"
 
@@ -106,3 +108,46 @@ class TestClear:
         sink.clear()
 
         assert sink.messages() == []
+
+
+class TestHold:
+    @pytest.fixture
+    def held_sink(self, sink: SmtpSink) -> Iterator[SmtpSink]:
+        try:
+            yield sink
+        finally:
+            sink.release()
+
+    async def test_stalls_until_released(self, held_sink: SmtpSink) -> None:
+        to, other = new_address("held"), new_address("free")
+        held_sink.hold(to)
+
+        sending = asyncio.create_task(asyncio.to_thread(send, held_sink, plain_message(to)))
+        await eventually(lambda: held_sink.waiting() == [to], what="the message to stall")
+        send(held_sink, plain_message(other))  # mail to anyone else flows as usual
+
+        assert held_sink.messages(to=to) == []
+        assert len(held_sink.messages(to=other)) == 1
+        held_sink.release()
+        await sending
+        assert len(held_sink.messages(to=to)) == 1
+        assert held_sink.waiting() == []
+
+    async def test_a_sender_gone_while_stalled_delivers_nothing(self, held_sink: SmtpSink) -> None:
+        to = new_address("gone")
+        held_sink.hold(to)
+
+        def send_and_give_up() -> None:
+            smtp = smtplib.SMTP(held_sink.smtp_host, held_sink.smtp_port, timeout=5)
+            assert smtp.sock is not None
+            smtp.sock.settimeout(0.3)
+            # smtplib hangs up when the answer to DATA does not come in time.
+            with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+                smtp.send_message(plain_message(to))
+            assert smtp.sock is None
+
+        await asyncio.to_thread(send_and_give_up)
+        await eventually(lambda: held_sink.waiting() == [], what="the sink to notice")
+        held_sink.release()
+
+        assert held_sink.messages(to=to) == []

@@ -87,6 +87,11 @@ class PaymentSandbox(RunningProcess):
     def reset(self) -> None:
         httpx.post(f"{self.url}/_sandbox/reset", timeout=5.0).raise_for_status()
 
+    def set_latency(self, delay_s: float) -> None:
+        """Make every charge and refund wait ``delay_s`` before it is handled (0: off)."""
+        response = httpx.put(f"{self.url}/_sandbox/latency", json={"delay_s": delay_s}, timeout=5.0)
+        response.raise_for_status()
+
 
 @dataclass
 class SmtpSink(RunningProcess):
@@ -103,6 +108,20 @@ class SmtpSink(RunningProcess):
 
     def clear(self) -> None:
         httpx.delete(f"{self.http_url}/messages", timeout=5.0).raise_for_status()
+
+    def hold(self, to: str) -> None:
+        """Stall mail to ``to``: the sender waits for its "250" until ``release()``."""
+        httpx.post(f"{self.http_url}/holds", json={"to": to}, timeout=5.0).raise_for_status()
+
+    def waiting(self) -> list[str]:
+        """The recipients of the messages stalled right now (one entry per message)."""
+        response = httpx.get(f"{self.http_url}/holds", timeout=5.0)
+        response.raise_for_status()
+        waiting: list[str] = response.json()["waiting"]
+        return waiting
+
+    def release(self) -> None:
+        httpx.delete(f"{self.http_url}/holds", timeout=5.0).raise_for_status()
 
 
 def _stop(popen: subprocess.Popen[bytes]) -> None:
@@ -143,9 +162,12 @@ def _run_script(
 
 
 @contextmanager
-def run_payment_sandbox(log_dir: Path, timeout_delay_s: float = 30) -> Iterator[PaymentSandbox]:
-    """The payment gateway sandbox; `timeout_delay_s` is how long `tok_timeout` hangs."""
-    port = free_port()
+def run_payment_sandbox(
+    log_dir: Path, timeout_delay_s: float = 30, *, port: int | None = None
+) -> Iterator[PaymentSandbox]:
+    """The payment gateway sandbox; `timeout_delay_s` is how long `tok_timeout` hangs.
+    `port`: where to listen, e.g. where a worker already looks for a gateway that is down."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     args = ["--host", "127.0.0.1", "--port", str(port), "--timeout-delay-s", str(timeout_delay_s)]
     log_path = log_dir / f"payment-sandbox-{port}.log"
