@@ -257,3 +257,165 @@ class TestPayIdempotently:
         )
 
         assert assert_problem(response, 422)["code"] == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def set_charge(
+    sessionmaker: async_sessionmaker[AsyncSession], reservation_id: str, **values: Any
+) -> None:
+    """Put the reservation's charge in a state a worker would leave it in."""
+    async with unit_of_work(sessionmaker) as session:
+        await session.execute(
+            update(Payment)
+            .where(Payment.reservation_id == uuid.UUID(reservation_id))
+            .values(**values)
+        )
+
+
+class TestGetPayment:
+    async def pay(self, client: httpx.AsyncClient, account: Account, reservation_id: str) -> None:
+        response = await client.post(
+            pay_url(reservation_id), json={"payment_token": "tok_approve"}, headers=account.headers
+        )
+        assert response.status_code == 202
+
+    async def test_pending_once_paid(
+        self, client: httpx.AsyncClient, factories: Factories, customer: Account
+    ) -> None:
+        held = await hold(client, factories, customer)
+        await self.pay(client, customer, held["id"])
+
+        response = await client.get(pay_url(held["id"]), headers=customer.headers)
+
+        assert response.status_code == 200
+        body = response.json()
+        assert set(body) == {"status", "attempts", "last_error", "updated_at"}
+        assert (body["status"], body["attempts"], body["last_error"]) == ("pending", 0, None)
+        updated_at = datetime.fromisoformat(body["updated_at"])
+        assert abs(updated_at - datetime.now(UTC)) < timedelta(seconds=30)
+
+    async def test_retrying_says_why_in_safe_words(
+        self,
+        client: httpx.AsyncClient,
+        factories: Factories,
+        customer: Account,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        held = await hold(client, factories, customer)
+        await self.pay(client, customer, held["id"])
+        await set_charge(sessionmaker, held["id"], attempts=3, error="timeout: ReadTimeout")
+
+        response = await client.get(pay_url(held["id"]), headers=customer.headers)
+
+        body = response.json()
+        assert (body["status"], body["attempts"]) == ("pending", 3)
+        assert body["last_error"] == "The payment provider did not answer in time. Retrying."
+
+    @pytest.mark.parametrize(
+        ("error", "shown"),
+        [
+            ("card_declined", "The card was declined."),
+            ("processor_unavailable", "The payment provider is temporarily unavailable."),
+            (
+                "Traceback: POST https://gw.example/v1/charges?token=tok_secret failed",
+                "The payment provider did not accept the payment.",
+            ),
+        ],
+    )
+    async def test_failed(
+        self,
+        client: httpx.AsyncClient,
+        factories: Factories,
+        customer: Account,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        error: str,
+        shown: str,
+    ) -> None:
+        held = await hold(client, factories, customer)
+        await self.pay(client, customer, held["id"])
+        await set_charge(sessionmaker, held["id"], status="failed", attempts=1, error=error)
+
+        response = await client.get(pay_url(held["id"]), headers=customer.headers)
+
+        body = response.json()
+        assert (body["status"], body["last_error"]) == ("failed", shown)
+        assert "tok_secret" not in response.text
+        assert "https://" not in response.text
+
+    async def test_latest_charge(
+        self,
+        client: httpx.AsyncClient,
+        factories: Factories,
+        customer: Account,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        held = await hold(client, factories, customer)
+        await self.pay(client, customer, held["id"])
+        await set_charge(sessionmaker, held["id"], status="failed", error="card_declined")
+        # A second try after the decline (payment_failed → held → paid again).
+        async with unit_of_work(sessionmaker) as session:
+            retry_id = uuid.uuid4()
+            session.add(
+                Payment(
+                    id=retry_id,
+                    reservation_id=uuid.UUID(held["id"]),
+                    kind="charge",
+                    status="succeeded",
+                    amount=5000,
+                    currency="EUR",
+                    idempotency_key=f"charge-{retry_id}",
+                    attempts=2,
+                )
+            )
+
+        response = await client.get(pay_url(held["id"]), headers=customer.headers)
+
+        body = response.json()
+        assert (body["status"], body["attempts"], body["last_error"]) == ("succeeded", 2, None)
+
+    async def test_not_paid_yet(
+        self, client: httpx.AsyncClient, factories: Factories, customer: Account
+    ) -> None:
+        held = await hold(client, factories, customer)
+
+        response = await client.get(pay_url(held["id"]), headers=customer.headers)
+
+        problem = assert_problem(response, 404)
+        assert problem["code"] == "PAYMENT_NOT_FOUND"
+        assert problem["context"] == {"reservation_id": held["id"]}
+
+    async def test_anonymous(self, client: httpx.AsyncClient) -> None:
+        response = await client.get(pay_url(str(uuid.uuid4())))
+
+        assert_problem(response, 401)
+
+    async def test_other_users_reservation(
+        self, client: httpx.AsyncClient, factories: Factories, customer: Account
+    ) -> None:
+        held = await hold(client, factories, customer)
+        await self.pay(client, customer, held["id"])
+        stranger = await factories.account()
+
+        response = await client.get(pay_url(held["id"]), headers=stranger.headers)
+
+        assert assert_problem(response, 404)["code"] == "RESERVATION_NOT_FOUND"
+
+    async def test_ops_reads_anyones(
+        self, client: httpx.AsyncClient, factories: Factories, customer: Account
+    ) -> None:
+        held = await hold(client, factories, customer)
+        await self.pay(client, customer, held["id"])
+        ops = await factories.account("ops")
+
+        response = await client.get(pay_url(held["id"]), headers=ops.headers)
+
+        assert (response.status_code, response.json()["status"]) == (200, "pending")
+
+    async def test_unknown_reservation(self, client: httpx.AsyncClient, customer: Account) -> None:
+        response = await client.get(pay_url(str(uuid.uuid4())), headers=customer.headers)
+
+        assert assert_problem(response, 404)["code"] == "RESERVATION_NOT_FOUND"
+
+    async def test_malformed_id(self, client: httpx.AsyncClient, customer: Account) -> None:
+        response = await client.get(pay_url("not-a-uuid"), headers=customer.headers)
+
+        assert assert_problem(response, 422)["code"] == "VALIDATION_ERROR"

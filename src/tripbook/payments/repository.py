@@ -24,6 +24,16 @@ async def get_payment(
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def latest_charge(session: AsyncSession, reservation_id: uuid.UUID) -> Payment | None:
+    query = (
+        select(Payment)
+        .where(Payment.reservation_id == reservation_id, Payment.kind == "charge")
+        .order_by(Payment.created_at.desc(), Payment.id.desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 async def reservation_status(session: AsyncSession, reservation_id: uuid.UUID) -> str | None:
     query = select(Reservation.status).where(Reservation.id == reservation_id)
     return (await session.execute(query)).scalar_one_or_none()

@@ -10,7 +10,7 @@ from tripbook.core.dependencies import SessionDep, SettingsDep
 from tripbook.core.idempotency import IdempotencyKeyHeader, run_idempotently
 from tripbook.core.ratelimit import rate_limit
 from tripbook.payments import service
-from tripbook.payments.schemas import PaymentCreate
+from tripbook.payments.schemas import PaymentCreate, PaymentRead
 from tripbook.reservations.schemas import ReservationRead
 from tripbook.users.dependencies import CurrentUser
 
@@ -54,3 +54,17 @@ async def pay_reservation(
         status_code=status.HTTP_202_ACCEPTED,
         work=pay,
     )
+
+
+@router.get(
+    "/{reservation_id}/payment",
+    response_model=PaymentRead,
+    dependencies=[Depends(rate_limit("default"))],
+)
+async def get_payment(
+    reservation_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> PaymentRead:
+    """The latest charge: ``pending`` while a worker settles it (retrying with backoff when
+    the provider fails; see ``attempts`` and ``last_error``), then ``succeeded`` or
+    ``failed``. 404 ``PAYMENT_NOT_FOUND`` until the reservation is paid for."""
+    return await service.get_latest_charge(session, user=user, reservation_id=reservation_id)

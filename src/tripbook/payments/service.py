@@ -25,9 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tripbook.core.logging import get_logger
 from tripbook.core.outbox import claim_processing, enqueue
 from tripbook.payments import repository
-from tripbook.payments.exceptions import HoldExpired
+from tripbook.payments.exceptions import HoldExpired, PaymentNotFound
 from tripbook.payments.gateway import Approved, GatewayResult, RetryableFailure
 from tripbook.payments.models import Payment
+from tripbook.payments.public_errors import public_error
+from tripbook.payments.schemas import PaymentRead
 from tripbook.reservations import repository as reservations_repository
 from tripbook.reservations import service as reservations
 from tripbook.reservations.models import ReservationStatus
@@ -120,6 +122,26 @@ async def request_payment(
         enqueue(session, SETTLE_TASK, {"payment_id": str(payment_id)}, request_id=request_id)
     await session.flush()
     return reservations.to_read(reservation)
+
+
+async def get_latest_charge(
+    session: AsyncSession, *, user: User, reservation_id: uuid.UUID
+) -> PaymentRead:
+    """The caller's reservation's latest charge (ops: anyone's), errors in client-safe words."""
+    reservation = await reservations.get_reservation(
+        session, user=user, reservation_id=reservation_id
+    )
+    charge = await repository.latest_charge(session, reservation.id)
+    if charge is None:
+        raise PaymentNotFound(reservation_id=str(reservation.id))
+    return PaymentRead.model_validate(
+        {
+            "status": charge.status,
+            "attempts": charge.attempts,
+            "last_error": public_error(charge.status, charge.error),
+            "updated_at": charge.updated_at,
+        }
+    )
 
 
 async def start_charge(
