@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redis import Redis as SyncRedis
+
 from tests import environment
 from tests.support.sandboxes import SmtpSink
 
@@ -154,6 +156,27 @@ def run_beat(log_dir: Path, *, env: dict[str, str] | None = None) -> Iterator[Ce
     with _run(node, args, log_dir / f"{node}.log", env) as beat:
         beat.wait_for_line(lambda line: "beat: Starting" in str(line.get("event")), 30.0)
         yield beat
+
+
+def finished(workers: list[CeleryProcess], task_id: uuid.UUID | str, *, at_least: int = 1) -> bool:
+    """Whether the workers have finished running ``at_least`` deliveries of ``task_id``
+    (the relay sends each outbox event with its event id as the task id)."""
+    runs = sum(
+        1
+        for worker in workers
+        for line in worker.log_lines()
+        if line.get("event") == "task_finished" and line.get("task_id") == str(task_id)
+    )
+    return runs >= at_least
+
+
+def broker_backlog() -> int:
+    """Messages in the test broker not yet done: queued, or delivered and unacknowledged
+    (running, or held by a worker until a retry's countdown is over)."""
+    prefix = environment.KEY_PREFIX
+    with SyncRedis.from_url(environment.BROKER_URL) as redis:
+        queued = sum(int(redis.llen(f"{prefix}{queue}")) for queue in QUEUES.split(","))
+        return queued + int(redis.hlen(f"{prefix}unacked"))
 
 
 async def eventually(

@@ -1,16 +1,28 @@
-"""A worker killed (SIGKILL) or terminated (SIGTERM) mid-settlement loses nothing."""
+"""A worker killed (SIGKILL) in the middle of each kind of task loses nothing and does
+nothing twice: settlement, refund, email and the expiry sweep. SIGTERM lets a task finish.
+
+Each test kills the whole worker while its task is provably under way (at the gateway, in
+the SMTP conversation, waiting on a row lock), then starts a successor that reclaims the
+unacknowledged message and runs it to the end.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
+from celery import Celery
+from sqlalchemy import select, text
 
-from tests.support.sandboxes import PaymentSandbox
-from tests.support.workers import eventually, run_worker
-from tests.workers.conftest import Booking
+from tests.support.sandboxes import PaymentSandbox, SmtpSink
+from tests.support.workers import eventually, finished, run_worker, wait_for_messages
+from tests.workers.conftest import Booking, expire_now
+from tripbook.core.outbox import ProcessedEvent
+from tripbook.trips.models import Departure
 
 pytestmark = pytest.mark.slow
 
@@ -87,3 +99,174 @@ async def test_sigterm_during_a_settlement_lets_it_finish(
         "applied": 1,
         "attempts": 1,
     }
+
+
+async def test_refund_survives_a_killed_worker(
+    booking: Booking,
+    payment_sandbox: PaymentSandbox,
+    jobs_log_dir: Path,
+    worker_env: dict[str, str],
+) -> None:
+    account, departure = await booking.customer_and_departure(seats=4)
+    held = await booking.hold(account, departure.id, seats=2)
+
+    with run_worker(jobs_log_dir, env=worker_env, name="doomed") as doomed:
+        # Charged at once; each refund of it spends 3 s at the gateway.
+        await booking.pay(account, held["id"], "tok_refund_slow_3000")
+        await booking.wait_for_status(held["id"], "confirmed")
+        [charge] = await booking.payments(held["id"])
+        refund_key = f"refund-{charge.id}"
+        cancelled = await booking.client.post(
+            f"/v1/reservations/{held['id']}/cancel", headers=account.headers
+        )
+        assert cancelled.status_code == 200
+
+        def refunding() -> bool:
+            refund = payment_sandbox.stats()["refunds"].get(refund_key)
+            return refund is not None and refund["attempts"] == 1
+
+        await eventually(refunding, what="the refund to reach the gateway")
+        doomed.kill()
+        assert doomed.popen.returncode == -9
+
+    [refund] = await booking.payments(held["id"], kind="refund")
+    assert (refund.status, refund.attempts) == ("pending", 1)
+
+    with run_worker(jobs_log_dir, env={**worker_env, **RESTORE_ENV}, name="successor"):
+
+        async def refunded() -> bool:
+            [refund] = await booking.payments(held["id"], kind="refund")
+            return refund.status == "succeeded"
+
+        await eventually(refunded, timeout_s=30, what="the refund to succeed")
+
+    [refund] = await booking.payments(held["id"], kind="refund")
+    assert (refund.attempts, refund.amount, refund.error) == (2, 5000, None)
+    assert payment_sandbox.stats()["refunds"][refund_key] == {"applied": 1, "attempts": 2}
+    assert (await booking.reservation(held["id"])).status == "cancelled"
+    assert await booking.factories.seats_available(departure.id) == 4
+
+
+async def email_claimed(booking: Booking, event_id: uuid.UUID) -> bool:
+    async with booking.sessionmaker() as session:
+        claim = await session.get(ProcessedEvent, (event_id, "email.send"))
+        return claim is not None
+
+
+async def test_email_survives_a_killed_worker(
+    booking: Booking,
+    smtp_sink: SmtpSink,
+    jobs_log_dir: Path,
+    worker_env: dict[str, str],
+) -> None:
+    account, departure = await booking.customer_and_departure()
+    smtp_sink.hold(account.email)  # the sink takes the message but withholds its "250"
+    try:
+        with run_worker(jobs_log_dir, env=worker_env, name="doomed") as doomed:
+            held = await booking.hold(account, departure.id)  # "Seats held" email
+            await eventually(
+                lambda: smtp_sink.waiting() == [account.email], what="the email to be mid-send"
+            )
+            doomed.kill()
+        # The sender vanished before "250": nothing was delivered.
+        await eventually(lambda: smtp_sink.waiting() == [], what="the sink to see it gone")
+    finally:
+        smtp_sink.release()
+    assert smtp_sink.messages(to=account.email) == []
+    [event] = await booking.events(held["id"])
+    assert event.task == "email.send"
+    assert not await email_claimed(booking, event.id)  # the claim died with the worker
+
+    with run_worker(jobs_log_dir, env={**worker_env, **RESTORE_ENV}, name="successor") as successor:
+        await wait_for_messages(smtp_sink, to=account.email, count=1, timeout_s=30)
+        await eventually(partial(finished, [successor], event.id), what="the email task")
+
+    [message] = smtp_sink.messages(to=account.email)
+    assert message["subject"] == f"Seats held: reservation {held['id']}"
+    assert message["message_id"].startswith(f"<{event.id}@")
+    assert await email_claimed(booking, event.id)
+
+
+async def backend_blocked_by(booking: Booking, blocker_pid: int) -> int | None:
+    """The PostgreSQL backend waiting for a lock that ``blocker_pid`` holds, if any."""
+    async with booking.sessionmaker() as session:
+        result = await session.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE :blocker = ANY(pg_blocking_pids(pid))"),
+            {"blocker": blocker_pid},
+        )
+        pid: int | None = result.scalar_one_or_none()
+        return pid
+
+
+async def backend_gone(booking: Booking, pid: int) -> bool:
+    async with booking.sessionmaker() as session:
+        result = await session.execute(
+            text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        )
+        return result.first() is None
+
+
+async def seats_accounted_for(booking: Booking, departure_id: int) -> tuple[int, int]:
+    """(seats_total, seats_available + seats held, pending or confirmed): DESIGN §4."""
+    async with booking.sessionmaker() as session:
+        result = await session.execute(
+            text(
+                """
+                SELECT d.seats_total, d.seats_available + coalesce(sum(r.seats) FILTER (
+                    WHERE r.status IN ('held', 'payment_pending', 'confirmed')), 0)
+                FROM departure AS d LEFT JOIN reservation AS r ON r.departure_id = d.id
+                WHERE d.id = :departure_id
+                GROUP BY d.id
+                """
+            ),
+            {"departure_id": departure_id},
+        )
+        total, accounted = result.one()
+        return total, accounted
+
+
+async def test_expiry_sweep_survives_a_killed_worker(
+    booking: Booking,
+    broker: Celery,
+    jobs_log_dir: Path,
+    worker_env: dict[str, str],
+) -> None:
+    account, departure = await booking.customer_and_departure(seats=6)
+    due = await booking.hold(account, departure.id, seats=2)
+    kept = await booking.hold(account, departure.id, seats=3)
+    await expire_now(booking, due["id"])
+    assert await booking.factories.seats_available(departure.id) == 1
+    # Long enough lock and statement timeouts that the sweep waits for us, not gives up.
+    patient = {
+        **worker_env,
+        "TRIPBOOK_DB_LOCK_TIMEOUT_MS": "30000",
+        "TRIPBOOK_DB_STATEMENT_TIMEOUT_MS": "30000",
+    }
+
+    async with booking.sessionmaker() as blocker:
+        # Hold the departure's row lock: the sweep marks the hold expired, then waits here.
+        await blocker.execute(
+            select(Departure.id).where(Departure.id == departure.id).with_for_update()
+        )
+        blocker_pid = (await blocker.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        with run_worker(jobs_log_dir, env=patient, name="doomed") as doomed:
+            sweep = broker.send_task("maintenance.expire_holds", queue="maintenance")
+            sweeper_pid = await eventually(
+                partial(backend_blocked_by, booking, blocker_pid), what="the sweep mid-run"
+            )
+            doomed.kill()
+        await blocker.rollback()
+
+    # The dead worker's transaction goes with its connection: nothing it did stands.
+    await eventually(partial(backend_gone, booking, sweeper_pid), what="its backend to end")
+    assert (await booking.reservation(due["id"])).status == "held"
+    assert await booking.factories.seats_available(departure.id) == 1
+
+    with run_worker(jobs_log_dir, env={**worker_env, **RESTORE_ENV}, name="successor") as successor:
+        await booking.wait_for_status(due["id"], "expired", timeout_s=30)
+        await eventually(partial(finished, [successor], sweep.id), what="the sweep to finish")
+
+    assert await booking.factories.seats_available(departure.id) == 3  # released once
+    assert (await booking.reservation(kept["id"])).status == "held"
+    total, accounted = await seats_accounted_for(booking, departure.id)
+    assert (total, accounted) == (6, 6)

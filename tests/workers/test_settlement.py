@@ -11,22 +11,17 @@ import pytest
 from celery import Celery
 
 from tests.support.sandboxes import PaymentSandbox, SmtpSink
-from tests.support.workers import CeleryProcess, eventually, run_worker, wait_for_messages
+from tests.support.workers import (
+    CeleryProcess,
+    eventually,
+    finished,
+    run_worker,
+    wait_for_messages,
+)
 from tests.workers.conftest import Booking
 from tripbook.core.relay import Message, send
 
 pytestmark = pytest.mark.slow
-
-
-def finished(workers: list[CeleryProcess], task_id: uuid.UUID, *, at_least: int) -> bool:
-    """Whether the workers have finished running ``at_least`` deliveries of ``task_id``."""
-    runs = sum(
-        1
-        for worker in workers
-        for line in worker.log_lines()
-        if line.get("event") == "task_finished" and line.get("task_id") == str(task_id)
-    )
-    return runs >= at_least
 
 
 class TestSettlement:
