@@ -9,10 +9,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.core.test_errors import assert_problem
 from tests.support.factories import Account, Factories
 from tripbook.settings import Settings
+from tripbook.users.models import User
 
 
 def hold_body(departure_id: int, seats: int = 2) -> dict[str, Any]:
@@ -92,6 +95,32 @@ class TestHoldSeats:
 
         assert assert_problem(response, 422)["code"] == "DEPARTURE_CLOSED"
         assert await factories.seats_available(departure.id) == 50
+
+    @pytest.mark.parametrize("idempotency_key", [None, "deleted-user-key"])
+    async def test_deleted_account_takes_no_seats(
+        self,
+        client: httpx.AsyncClient,
+        factories: Factories,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        idempotency_key: str | None,
+    ) -> None:
+        """The hold checks the account in its own statement: a valid token is not enough."""
+        departure = await factories.departure(seats=10)
+        gone = await factories.account()
+        async with sessionmaker() as session, session.begin():
+            await session.execute(delete(User).where(User.id == gone.id))
+        headers = {
+            **gone.headers,
+            **({"Idempotency-Key": idempotency_key} if idempotency_key else {}),
+        }
+
+        response = await client.post(
+            "/v1/reservations", json=hold_body(departure.id), headers=headers
+        )
+
+        assert assert_problem(response, 401)["code"] == "UNAUTHENTICATED"
+        assert await factories.seats_available(departure.id) == 10
+        assert await factories.reservations(departure.id) == []
 
     async def test_unknown_departure(self, client: httpx.AsyncClient, customer: Account) -> None:
         response = await client.post(
@@ -197,10 +226,11 @@ class TestIdempotency:
     async def test_replay_returns_the_stored_response(
         self, client: httpx.AsyncClient, factories: Factories, customer: Account
     ) -> None:
-        departure = await factories.departure(seats=10)
+        departure = await factories.departure(seats=10, price=1200)
         headers = {**customer.headers, "Idempotency-Key": str(uuid.uuid4())}
 
         first = await client.post("/v1/reservations", json=hold_body(departure.id), headers=headers)
+        assert first.json()["total"] == {"amount": 2400, "currency": "EUR"}
         second = await client.post(
             "/v1/reservations", json=hold_body(departure.id), headers=headers
         )

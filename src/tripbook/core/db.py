@@ -11,6 +11,7 @@ from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -100,6 +101,17 @@ async def unit_of_work(
                 await callback()
             except Exception:
                 log.exception("after_commit_failed", callback=getattr(callback, "__name__", "?"))
+
+
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection on which each statement is its own transaction.
+
+    For work that is one statement: it saves the BEGIN and COMMIT round trips, and any
+    row lock the statement takes is released as soon as PostgreSQL has run it.
+    """
+    async with engine.connect() as connection:
+        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 # SQLSTATEs that mean "try again shortly", not "this request is wrong": lock and statement

@@ -1,4 +1,4 @@
-"""Dependencies every domain uses: settings, the request's session, Redis."""
+"""Dependencies every domain uses: settings, the request's session, the engine, Redis."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from tripbook.core.db import MAX_BIGINT, unit_of_work
 from tripbook.settings import Settings
@@ -25,6 +25,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
 async def get_redis(request: Request) -> Redis:
     redis: Redis = request.app.state.redis
     return redis
@@ -34,6 +39,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 # scope="function": the commit happens before the response is sent, so a client never
 # sees 201 for a transaction that then failed to commit.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 # Ids beyond PostgreSQL's bigint would otherwise overflow the driver and become a 500.
 IdPath = Annotated[int, Path(ge=1, le=MAX_BIGINT)]

@@ -68,6 +68,13 @@ def detach_publisher(engine: AsyncEngine) -> None:
     _publishers.pop(engine, None)
 
 
+async def publish_committed(engine: object, event_ids: Sequence[uuid.UUID]) -> None:
+    """Have the engine's relay publish events that are already committed."""
+    publisher = _publishers.get(engine) if isinstance(engine, AsyncEngine) else None
+    if event_ids and publisher is not None:
+        await publisher(event_ids)
+
+
 def publish_after_commit(session: AsyncSession, event_id: uuid.UUID) -> None:
     """Have the relay publish ``event_id`` once this unit of work commits.
 
@@ -78,11 +85,7 @@ def publish_after_commit(session: AsyncSession, event_id: uuid.UUID) -> None:
     if not event_ids:
 
         async def publish() -> None:
-            ids = session.info.pop("outbox_event_ids", [])
-            engine = session.bind
-            publisher = _publishers.get(engine) if isinstance(engine, AsyncEngine) else None
-            if ids and publisher is not None:
-                await publisher(ids)
+            await publish_committed(session.bind, session.info.pop("outbox_event_ids", []))
 
         after_commit(session, publish)
     event_ids.append(event_id)

@@ -11,6 +11,7 @@ import anyio.to_thread
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from starlette.requests import Request
 
 from tripbook.core.db import MAX_BIGINT
 from tripbook.core.errors import Unauthenticated
@@ -65,6 +66,17 @@ def create_access_token(settings: Settings, *, user_id: int, role: Role) -> str:
         "exp": now + timedelta(seconds=settings.jwt_ttl_s),
     }
     return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm=JWT_ALGORITHM)
+
+
+def request_claims(request: Request, settings: Settings, token: str) -> TokenClaims:
+    """``decode_access_token``, once per request however many dependencies ask."""
+    state = request.scope.setdefault("state", {})
+    cached: tuple[str, TokenClaims] | None = state.get("token_claims")
+    if cached is not None and cached[0] == token:
+        return cached[1]
+    claims = decode_access_token(settings, token)
+    state["token_claims"] = (token, claims)
+    return claims
 
 
 def decode_access_token(settings: Settings, token: str) -> TokenClaims:

@@ -4,22 +4,34 @@ statements so that the departure row is locked for as short a time as possible."
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import selectinload
 
 from tripbook.reservations.models import Reservation, ReservationStatus
-from tripbook.trips.models import Departure, Trip
+from tripbook.trips.models import Departure
 
-# Lock the departure row, take the seats only if enough are free, and write the
-# reservation, its passengers and its outbox event, all in one round trip.
+# The whole hold in one round trip, safe to run in autocommit: check the caller's account
+# and read the departure and its price (no lock), then lock the departure row, take the
+# seats only if enough are free and the departure has not left, and write the reservation,
+# its passengers and its outbox event. The row stays locked only while this runs.
 HOLD_SEATS = text(
     """
-    WITH locked AS (
-        SELECT id, seats_available FROM departure WHERE id = :departure_id FOR UPDATE
+    WITH caller AS (
+        SELECT id FROM user_account WHERE id = :user_id
+    ), offer AS (
+        SELECT d.id, d.departs_at, d.price, t.id AS trip_id, t.currency
+        FROM departure AS d JOIN trip AS t ON t.id = d.trip_id
+        WHERE d.id = :departure_id
+    ), locked AS (
+        SELECT d.id, d.seats_available
+        FROM departure AS d, offer, caller
+        WHERE d.id = offer.id AND offer.departs_at > :now
+        FOR UPDATE OF d
     ), taken AS (
         UPDATE departure AS d SET seats_available = d.seats_available - :seats
         FROM locked
@@ -28,10 +40,10 @@ HOLD_SEATS = text(
     ), reservation_row AS (
         INSERT INTO reservation (id, user_id, departure_id, seats, status, total_amount,
                                  currency, expires_at, created_at, updated_at)
-        SELECT :reservation_id, :user_id, taken.id, :seats, 'held', :total_amount,
-               :currency, :expires_at, :now, :now
-        FROM taken
-        RETURNING id
+        SELECT :reservation_id, caller.id, taken.id, :seats, 'held', offer.price * :seats,
+               offer.currency, :expires_at, :now, :now
+        FROM taken, offer, caller
+        RETURNING id, total_amount
     ), passenger_rows AS (
         INSERT INTO passenger (id, reservation_id, position, full_name)
         SELECT gen_random_uuid(), reservation_row.id, names.position, names.full_name
@@ -43,10 +55,27 @@ HOLD_SEATS = text(
         SELECT :event_id, :event_task, CAST(:event_payload AS jsonb), :request_id, 0, :now
         FROM reservation_row
     )
-    SELECT locked.seats_available, EXISTS (SELECT 1 FROM reservation_row) AS held
-    FROM locked
+    SELECT EXISTS (SELECT 1 FROM caller) AS caller_exists,
+           offer.departs_at, offer.currency, offer.trip_id, locked.seats_available,
+           (SELECT total_amount FROM reservation_row) AS total_amount
+    FROM (SELECT 1) AS one
+    LEFT JOIN offer ON true
+    LEFT JOIN locked ON true
     """
 )
+
+
+@dataclass(frozen=True, slots=True)
+class HoldOutcome:
+    """What the hold statement saw and did."""
+
+    caller_exists: bool
+    departs_at: datetime | None  # None: no such departure
+    currency: str | None
+    trip_id: int | None
+    seats_available: int | None  # before the hold; None when the row was not locked
+    total_amount: int | None  # None: nothing held
+
 
 EXPIRE_DUE = text(
     """
@@ -78,18 +107,9 @@ EXPIRE_DUE = text(
 )
 
 
-async def hold_seats(session: AsyncSession, params: dict[str, Any]) -> tuple[int, bool] | None:
-    """(seats available before, whether held), or None when the departure does not exist."""
-    row = (await session.execute(HOLD_SEATS, params)).first()
-    return None if row is None else (row.seats_available, row.held)
-
-
-async def departure_with_trip(
-    session: AsyncSession, departure_id: int
-) -> tuple[Departure, Trip] | None:
-    query = select(Departure, Trip).join(Trip).where(Departure.id == departure_id)
-    row = (await session.execute(query)).first()
-    return None if row is None else (row[0], row[1])
+async def hold_seats(connection: AsyncConnection, params: dict[str, Any]) -> HoldOutcome:
+    row = (await connection.execute(HOLD_SEATS, params)).one()
+    return HoldOutcome(**row._asdict())
 
 
 async def get_with_passengers(

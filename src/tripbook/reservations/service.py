@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from tripbook.core.errors import InvalidInput
+from tripbook.core.errors import InvalidInput, Unauthenticated
 from tripbook.core.metrics import RESERVATIONS
 from tripbook.core.money import Money
-from tripbook.core.outbox import enqueue, publish_after_commit
+from tripbook.core.outbox import enqueue
 from tripbook.core.pagination import Page, decode_cursor, encode_cursor
 from tripbook.reservations import repository
 from tripbook.reservations.exceptions import (
@@ -46,13 +46,6 @@ class SeatsReleased:
     trip_id: int
 
 
-def total_price(unit_price: int, seats: int) -> int:
-    """The reservation's total in minor units: every seat at the departure's price."""
-    if unit_price < 0 or seats < 1:
-        raise ValueError(f"cannot price {seats} seats at {unit_price}")
-    return unit_price * seats
-
-
 def to_read(reservation: Reservation) -> ReservationRead:
     return ReservationRead(
         id=reservation.id,
@@ -67,43 +60,45 @@ def to_read(reservation: Reservation) -> ReservationRead:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class HeldSeats:
+    """A committed hold: what to answer, and what to do once it stands."""
+
+    reservation: ReservationRead
+    trip_id: int  # whose cached detail is now stale
+    event_id: uuid.UUID  # the "seats held" email, for the relay to publish
+
+
 async def hold_seats(
-    session: AsyncSession,
+    connection: AsyncConnection,
     *,
-    user: User,
+    user_id: int,
     request: HoldRequest,
     hold_ttl: timedelta,
     max_seats: int,
     request_id: str | None,
-) -> tuple[ReservationRead, int]:
-    """Hold seats on a departure; returns the reservation and the trip id to invalidate."""
-    # Everything that can be checked without the lock is checked first.
+) -> HeldSeats:
+    """Hold seats on a departure in one statement (see ``repository.HOLD_SEATS``).
+
+    ``connection`` may be in autocommit, where the statement is the whole transaction, or
+    inside the caller's transaction (an idempotent request), which then commits.
+    """
+    # Everything that can be checked without the database is checked first.
     if request.seats > max_seats:
         raise TooManySeats(f"At most {max_seats} seats per reservation", max_seats=max_seats)
     if len(request.passenger_names) != request.seats:
         raise InvalidPassengers(seats=request.seats, passengers=len(request.passenger_names))
-    found = await repository.departure_with_trip(session, request.departure_id)
-    if found is None:
-        raise DepartureNotFound(departure_id=request.departure_id)
-    departure, trip = found
     now = datetime.now(UTC)
-    if departure.departs_at <= now:
-        raise DepartureClosed(departure_id=departure.id)
-    total = total_price(departure.price, request.seats)
     reservation_id = uuid.uuid4()
     event_id = uuid.uuid4()
     expires_at = now + hold_ttl
-
-    # The lock is held for this one statement and the commit, nothing else.
     outcome = await repository.hold_seats(
-        session,
+        connection,
         {
-            "departure_id": departure.id,
+            "user_id": user_id,
+            "departure_id": request.departure_id,
             "seats": request.seats,
             "reservation_id": reservation_id,
-            "user_id": user.id,
-            "total_amount": total,
-            "currency": trip.currency,
             "expires_at": expires_at,
             "now": now,
             "passenger_names": list(request.passenger_names),
@@ -115,28 +110,33 @@ async def hold_seats(
             "request_id": request_id,
         },
     )
-    if outcome is None:
+    if not outcome.caller_exists:
+        raise Unauthenticated("Invalid token")  # the account was deleted after sign-in
+    if outcome.departs_at is None or outcome.trip_id is None:
         raise DepartureNotFound(departure_id=request.departure_id)
-    available, held = outcome
-    if not held:
+    if outcome.departs_at <= now:
+        raise DepartureClosed(departure_id=request.departure_id)
+    if outcome.total_amount is None:
         RESERVATIONS.labels("refused").inc()
         raise SeatsUnavailable(
-            departure_id=departure.id, requested=request.seats, available=available
+            departure_id=request.departure_id,
+            requested=request.seats,
+            available=outcome.seats_available,
         )
     RESERVATIONS.labels("held").inc()
-    publish_after_commit(session, event_id)  # the "seats held" email, once committed
+    assert outcome.currency is not None
     reservation = ReservationRead(
         id=reservation_id,
         status=ReservationStatus.HELD,
-        departure_id=departure.id,
+        departure_id=request.departure_id,
         seats=request.seats,
         passengers=[PassengerRead(full_name=name) for name in request.passenger_names],
-        total=Money(amount=total, currency=trip.currency),
+        total=Money(amount=outcome.total_amount, currency=outcome.currency),
         expires_at=expires_at,
         created_at=now,
         updated_at=now,
     )
-    return reservation, trip.id
+    return HeldSeats(reservation=reservation, trip_id=outcome.trip_id, event_id=event_id)
 
 
 async def get_reservation(
