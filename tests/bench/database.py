@@ -11,6 +11,7 @@ from argon2 import PasswordHasher
 from redis import Redis as SyncRedis
 
 from tests.bench import config
+from tests.support.seats import seat_ledger
 from tripbook.cli import alembic_config
 from tripbook.core.security import create_access_token
 from tripbook.settings import Settings
@@ -20,7 +21,6 @@ TRIPS = 200
 DEPARTURES_PER_TRIP = 5  # 1,000 spread departures
 SPREAD_SEATS = 1_000_000
 HOT_SEATS = 100_000_000  # the API caps seats_total; the CHECK constraints do not
-SEAT_HOLDING = ("held", "payment_pending", "confirmed")
 
 
 def _dsn(database: str = config.DATABASE_NAME) -> str:
@@ -156,35 +156,17 @@ class InvariantReport:
 
 
 async def check_invariant() -> InvariantReport:
-    """DESIGN §4: seats_total = seats_available + seats of held/pending/confirmed, per row."""
+    """DESIGN §4 on every departure (see ``tests/support/seats.py``)."""
     connection = await connect()
     try:
-        rows = await connection.fetch(
-            "SELECT d.id, d.seats_total, d.seats_available, coalesce(r.seats, 0) AS held, "
-            "coalesce(r.reservations, 0) AS reservations "
-            "FROM departure AS d LEFT JOIN ("
-            "  SELECT departure_id, sum(seats) AS seats, count(*) AS reservations "
-            "  FROM reservation WHERE status = ANY($1::text[]) GROUP BY departure_id"
-            ") AS r ON r.departure_id = d.id",
-            list(SEAT_HOLDING),
-        )
+        ledger = await seat_ledger(connection)
     finally:
         await connection.close()
-    violations = [
-        {
-            "departure_id": row["id"],
-            "seats_total": row["seats_total"],
-            "seats_available": row["seats_available"],
-            "seats_held": int(row["held"]),
-        }
-        for row in rows
-        if row["seats_total"] != row["seats_available"] + row["held"]
-    ]
     return InvariantReport(
-        departures=len(rows),
-        reservations=sum(int(row["reservations"]) for row in rows),
-        seats_held=sum(int(row["held"]) for row in rows),
-        violations=violations,
+        departures=len(ledger),
+        reservations=sum(row.reservations for row in ledger),
+        seats_held=sum(row.seats_held for row in ledger),
+        violations=[row.as_dict() for row in ledger if not row.balanced],
     )
 
 

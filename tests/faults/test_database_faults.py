@@ -22,6 +22,7 @@ import pytest
 from tests import environment
 from tests.reservations.test_router import hold_body
 from tests.support.factories import Account, Factories
+from tests.support.seats import DepartureSeats, departure_ledger
 from tests.support.servers import Gunicorn, run_gunicorn
 from tripbook.trips.models import Departure
 
@@ -144,8 +145,8 @@ async def drive(server: Gunicorn, load: Load) -> list[int]:
     return load.killed
 
 
-async def check_invariants(departure_id: int) -> tuple[int, int, int]:
-    """(seats_total, seats_available, seats in use), after asserting nothing is half-written."""
+async def check_invariants(departure_id: int) -> DepartureSeats:
+    """The departure's seats, after asserting no reservation is half-written."""
     connection = await asyncpg.connect(PG_URL)
     try:
         half_written = await connection.fetch(
@@ -155,14 +156,7 @@ async def check_invariants(departure_id: int) -> tuple[int, int, int]:
             departure_id,
         )
         assert half_written == []
-        row = await connection.fetchrow(
-            "SELECT d.seats_total, d.seats_available, "
-            "(SELECT coalesce(sum(seats), 0) FROM reservation WHERE departure_id = d.id "
-            " AND status IN ('held', 'payment_pending', 'confirmed')) AS in_use "
-            "FROM departure d WHERE d.id = $1",
-            departure_id,
-        )
-        return int(row["seats_total"]), int(row["seats_available"]), int(row["in_use"])
+        return await departure_ledger(connection, departure_id)
     finally:
         await connection.close()
 
@@ -191,12 +185,13 @@ class TestConnectionsTerminated:
                 ),
                 *(http.get(f"/v1/trips/{departure.trip_id}") for _ in range(10)),
             )
-        total, available, in_use = await check_invariants(departure.id)
+        seats = await check_invariants(departure.id)
         print(  # noqa: T201 - the figures the report quotes
             f"\ndb faults: {load.answered} answers in {elapsed:.1f}s, "
             f"statuses={dict(sorted(load.statuses.items()))}, sessions killed={killed}, "
             f"burst={dict(Counter(r.status_code for r in burst))}, "
-            f"seats total={total} available={available} in use={in_use}"
+            f"seats total={seats.seats_total} available={seats.seats_available} "
+            f"in use={seats.seats_held}"
         )
 
         assert load.bad == []
@@ -207,5 +202,5 @@ class TestConnectionsTerminated:
         assert load.statuses[201] > 0
         assert load.statuses[409] == 0, "seats were refused though plenty were left"
         assert [r.status_code for r in burst] == [201] * 10 + [200] * 10
-        assert total == available + in_use
+        assert seats.balanced, seats
         assert "unhandled_exception" not in server.log()

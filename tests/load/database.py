@@ -17,9 +17,9 @@ import asyncpg
 from alembic import command
 from redis import Redis as SyncRedis
 
+from tests.support.seats import seat_ledger
 from tripbook.cli import alembic_config
 
-SEAT_HOLDING = ("held", "payment_pending", "confirmed")
 CATALOGUE = [
     ("Lisbon", "Porto", "Atlantic coast express", 2900, 200),
     ("Porto", "Lisbon", "Atlantic coast express (return)", 2900, 200),
@@ -155,37 +155,18 @@ class SeatReport:
 
 
 async def seat_report(url: str) -> SeatReport:
-    """DESIGN §4: per departure, seats_total = seats_available + seats held/pending/confirmed,
-    and seats_available ≥ 0."""
+    """DESIGN §4 on every departure (see ``tests/support/seats.py``)."""
     connection = await connect(url)
     try:
-        rows = await connection.fetch(
-            "SELECT d.id, d.seats_total, d.seats_available, coalesce(r.seats, 0) AS held "
-            "FROM departure AS d LEFT JOIN ("
-            "  SELECT departure_id, sum(seats) AS seats FROM reservation "
-            "  WHERE status = ANY($1::text[]) GROUP BY departure_id"
-            ") AS r ON r.departure_id = d.id ORDER BY d.id",
-            list(SEAT_HOLDING),
-        )
+        ledger = await seat_ledger(connection)
     finally:
         await connection.close()
-    violations = [
-        {
-            "departure_id": int(row["id"]),
-            "seats_total": int(row["seats_total"]),
-            "seats_available": int(row["seats_available"]),
-            "seats_held": int(row["held"]),
-        }
-        for row in rows
-        if row["seats_available"] < 0
-        or row["seats_total"] != row["seats_available"] + int(row["held"])
-    ]
     return SeatReport(
-        departures=len(rows),
-        seats_total=sum(int(row["seats_total"]) for row in rows),
-        seats_available=sum(int(row["seats_available"]) for row in rows),
-        seats_held=sum(int(row["held"]) for row in rows),
-        violations=violations,
+        departures=len(ledger),
+        seats_total=sum(row.seats_total for row in ledger),
+        seats_available=sum(row.seats_available for row in ledger),
+        seats_held=sum(row.seats_held for row in ledger),
+        violations=[row.as_dict() for row in ledger if not row.balanced],
     )
 
 

@@ -20,6 +20,7 @@ import pytest
 from tests import environment
 from tests.reservations.test_router import hold_body
 from tests.support.factories import Account, Factories
+from tests.support.seats import DepartureSeats, departure_ledger
 from tests.support.servers import Gunicorn, run_gunicorn
 from tripbook.settings import Settings
 
@@ -42,15 +43,10 @@ async def accounts(factories: Factories) -> list[Account]:
     return [await factories.account() for _ in range(USERS)]
 
 
-async def seats_in_use(departure_id: int) -> int:
+async def ledger(departure_id: int) -> DepartureSeats:
     connection = await asyncpg.connect(environment.DATABASE_URL.replace("+asyncpg", ""))
     try:
-        used = await connection.fetchval(
-            "SELECT coalesce(sum(seats), 0) FROM reservation WHERE departure_id = $1 "
-            "AND status IN ('held', 'payment_pending', 'confirmed')",
-            departure_id,
-        )
-        return int(used)
+        return await departure_ledger(connection, departure_id)
     finally:
         await connection.close()
 
@@ -111,7 +107,9 @@ class TestNoOversell:
             if held.status_code == 409
         )
         assert sum(granted) == SEATS - available
-        assert await seats_in_use(departure.id) == SEATS - available
+        seats = await ledger(departure.id)
+        assert seats.balanced, seats
+        assert seats.seats_held == SEATS - available
         reservations = await factories.reservations(departure.id)
         assert sorted(r.seats for r in reservations) == sorted(granted)
         # Availability only fell during the run, so every refusal asked for more than what
@@ -143,7 +141,9 @@ class TestNoOversell:
             if held.status_code == 201 and cancelled is None
         )
         assert available == SEATS - still_held
-        assert await seats_in_use(departure.id) == still_held
+        seats = await ledger(departure.id)
+        assert seats.balanced, seats
+        assert seats.seats_held == still_held
 
 
 class TestConcurrentIdempotency:
