@@ -14,11 +14,14 @@ import uuid
 from functools import partial
 from pathlib import Path
 
+import asyncpg
 import pytest
 from celery import Celery
 from sqlalchemy import select, text
 
+from tests import environment
 from tests.support.sandboxes import PaymentSandbox, SmtpSink
+from tests.support.seats import DepartureSeats, departure_ledger
 from tests.support.workers import eventually, finished, run_worker, wait_for_messages
 from tests.workers.conftest import Booking, expire_now
 from tripbook.core.outbox import ProcessedEvent
@@ -206,23 +209,12 @@ async def backend_gone(booking: Booking, pid: int) -> bool:
         return result.first() is None
 
 
-async def seats_accounted_for(booking: Booking, departure_id: int) -> tuple[int, int]:
-    """(seats_total, seats_available + seats held, pending or confirmed): DESIGN §4."""
-    async with booking.sessionmaker() as session:
-        result = await session.execute(
-            text(
-                """
-                SELECT d.seats_total, d.seats_available + coalesce(sum(r.seats) FILTER (
-                    WHERE r.status IN ('held', 'payment_pending', 'confirmed')), 0)
-                FROM departure AS d LEFT JOIN reservation AS r ON r.departure_id = d.id
-                WHERE d.id = :departure_id
-                GROUP BY d.id
-                """
-            ),
-            {"departure_id": departure_id},
-        )
-        total, accounted = result.one()
-        return total, accounted
+async def seats_of(departure_id: int) -> DepartureSeats:
+    connection = await asyncpg.connect(environment.DATABASE_URL.replace("+asyncpg", ""))
+    try:
+        return await departure_ledger(connection, departure_id)
+    finally:
+        await connection.close()
 
 
 async def test_expiry_sweep_survives_a_killed_worker(
@@ -266,7 +258,7 @@ async def test_expiry_sweep_survives_a_killed_worker(
         await booking.wait_for_status(due["id"], "expired", timeout_s=30)
         await eventually(partial(finished, [successor], sweep.id), what="the sweep to finish")
 
-    assert await booking.factories.seats_available(departure.id) == 3  # released once
     assert (await booking.reservation(kept["id"])).status == "held"
-    total, accounted = await seats_accounted_for(booking, departure.id)
-    assert (total, accounted) == (6, 6)
+    seats = await seats_of(departure.id)
+    assert (seats.seats_available, seats.seats_held) == (3, 3)  # released once
+    assert seats.balanced, seats.as_dict()  # DESIGN §4
