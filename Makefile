@@ -12,7 +12,7 @@ export TRIPBOOK_ENV ?= development
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip setuptools  # the venv seed has known CVEs
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
