@@ -20,7 +20,7 @@ import pytest
 from tests import environment
 from tests.reservations.test_router import hold_body
 from tests.support.factories import Account, Factories
-from tests.support.seats import DepartureSeats, departure_ledger
+from tests.support.seats import DepartureSeats, departure_seats_at
 from tests.support.servers import Gunicorn, run_gunicorn
 from tripbook.settings import Settings
 
@@ -44,11 +44,7 @@ async def accounts(factories: Factories) -> list[Account]:
 
 
 async def ledger(departure_id: int) -> DepartureSeats:
-    connection = await asyncpg.connect(environment.DATABASE_URL.replace("+asyncpg", ""))
-    try:
-        return await departure_ledger(connection, departure_id)
-    finally:
-        await connection.close()
+    return await departure_seats_at(environment.DATABASE_URL.replace("+asyncpg", ""), departure_id)
 
 
 async def race(

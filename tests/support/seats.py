@@ -54,3 +54,12 @@ async def seat_ledger(
 async def departure_ledger(connection: asyncpg.Connection, departure_id: int) -> DepartureSeats:
     [seats] = await seat_ledger(connection, departure_id)
     return seats
+
+
+async def departure_seats_at(dsn: str, departure_id: int) -> DepartureSeats:
+    """``departure_ledger`` on a connection of its own, to the database at ``dsn``."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await departure_ledger(connection, departure_id)
+    finally:
+        await connection.close()

@@ -14,14 +14,13 @@ import uuid
 from functools import partial
 from pathlib import Path
 
-import asyncpg
 import pytest
 from celery import Celery
 from sqlalchemy import select, text
 
 from tests import environment
 from tests.support.sandboxes import PaymentSandbox, SmtpSink
-from tests.support.seats import DepartureSeats, departure_ledger
+from tests.support.seats import DepartureSeats, departure_seats_at
 from tests.support.workers import eventually, finished, run_worker, wait_for_messages
 from tests.workers.conftest import Booking, expire_now
 from tripbook.core.outbox import ProcessedEvent
@@ -210,11 +209,7 @@ async def backend_gone(booking: Booking, pid: int) -> bool:
 
 
 async def seats_of(departure_id: int) -> DepartureSeats:
-    connection = await asyncpg.connect(environment.DATABASE_URL.replace("+asyncpg", ""))
-    try:
-        return await departure_ledger(connection, departure_id)
-    finally:
-        await connection.close()
+    return await departure_seats_at(environment.DATABASE_URL.replace("+asyncpg", ""), departure_id)
 
 
 async def test_expiry_sweep_survives_a_killed_worker(
