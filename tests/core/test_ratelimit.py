@@ -114,6 +114,28 @@ class TestDefaultLimit:
             assert assert_problem(response, 429)["code"] == "RATE_LIMITED"
         assert {response.status_code for response in probes} == {200}
 
+    async def test_a_route_with_its_own_limit_counts_only_against_that(
+        self, settings: Settings, factories: Factories
+    ) -> None:
+        """As slowapi's default limits: holds spend the reservations budget, reads the default."""
+        account = await factories.account()
+        async with (
+            limited_app(
+                settings, rate_limit_default="2/minute", rate_limit_reservations="3/minute"
+            ) as app,
+            client_for(app) as client,
+        ):
+            holds = [
+                await client.post("/v1/reservations", json=hold_body(), headers=account.headers)
+                for _ in range(3)
+            ]
+            reads = [
+                await client.get("/v1/reservations", headers=account.headers) for _ in range(3)
+            ]
+
+        assert [response.status_code for response in holds] == [404, 404, 404]
+        assert [response.status_code for response in reads] == [200, 200, 429]
+
 
 class TestCallerKey:
     async def test_per_user_with_a_bearer_token(
