@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -151,6 +152,10 @@ async def test_the_relay_client_recovers_when_redis_returns(settings: Settings) 
         with _redis_server(port) as redis:
             assert send_batch(client, [message]) == {message.event_id: None}
             assert redis.llen(f"{settings.redis_key_prefix}email") == 1
+            sent = json.loads(redis.lpop(f"{settings.redis_key_prefix}email"))
+            # The monitoring repr names the event; the body carries the payload.
+            assert sent["headers"]["kwargsrepr"] == f"{{'event_id': '{message.event_id}'}}"
+            assert sent["headers"]["task"] == "email.send"
     finally:
         client.close()
 
