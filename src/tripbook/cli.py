@@ -6,10 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Annotated, cast
 
+import asyncpg
 import typer
 from alembic import command
 from alembic.config import Config
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from tripbook.core.security import Role
 from tripbook.settings import get_settings
@@ -28,6 +30,28 @@ def alembic_ini() -> Path:
     raise typer.BadParameter("alembic.ini not found: run from the directory that holds it")
 
 
+async def ensure_database(database_url: str) -> bool:
+    """Create the database ``database_url`` names unless it exists; True when created.
+
+    So ``make run`` works on a fresh PostgreSQL. Where the role may not create databases
+    (a managed server), the database is provisioned beforehand and this only looks.
+    """
+    url = make_url(database_url)
+    name = url.database
+    if not name:
+        raise typer.BadParameter("TRIPBOOK_DATABASE_URL names no database")
+    maintenance = url.set(drivername="postgresql", database="postgres")
+    connection = await asyncpg.connect(maintenance.render_as_string(hide_password=False))
+    try:
+        if await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'  # an identifier cannot be a parameter
+        await connection.execute(f"CREATE DATABASE {quoted}")
+        return True
+    finally:
+        await connection.close()
+
+
 def alembic_config(database_url: str | None = None) -> Config:
     config = Config(str(alembic_ini()))
     config.attributes["database_url"] = database_url or get_settings().database_url
@@ -35,9 +59,17 @@ def alembic_config(database_url: str | None = None) -> Config:
 
 
 @app.command()
-def migrate(revision: str = "head") -> None:
+def migrate(
+    revision: str = "head",
+    create_database: Annotated[
+        bool, typer.Option(help="create the database first when it does not exist")
+    ] = True,
+) -> None:
     """Upgrade the database schema (Alembic) to REVISION."""
-    command.upgrade(alembic_config(), revision)
+    database_url = get_settings().database_url
+    if create_database and asyncio.run(ensure_database(database_url)):
+        typer.echo(f"database {make_url(database_url).database} created")
+    command.upgrade(alembic_config(database_url), revision)
     typer.echo(f"database migrated to {revision}")
 
 

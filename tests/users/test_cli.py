@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 
+import asyncpg
 import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -79,3 +80,35 @@ class TestCreateUser:
         assert code != 0
         assert "--role" in stderr
         assert await find_user(sessionmaker, email) is None
+
+
+class TestMigrate:
+    async def test_creates_a_missing_database_then_migrates(self) -> None:
+        """What `make run` relies on for a fresh PostgreSQL."""
+        name = f"tripbook_cli_{uuid.uuid4().hex[:8]}"
+        url = f"{environment.PG_SERVER}/{name}"
+        env = {**os.environ, **environment.ENVIRONMENT, "TRIPBOOK_DATABASE_URL": url}
+
+        async def migrate() -> tuple[int, str]:
+            process = await asyncio.create_subprocess_exec(
+                TRIPBOOK, "migrate", env=env, stdout=asyncio.subprocess.PIPE
+            )
+            stdout, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+            assert process.returncode is not None
+            return process.returncode, stdout.decode()
+
+        admin = await asyncpg.connect(environment.PG_SERVER.replace("+asyncpg", "") + "/postgres")
+        try:
+            first, second = await migrate(), await migrate()
+            tables = await asyncpg.connect(url.replace("+asyncpg", ""))
+            try:
+                revision = await tables.fetchval("SELECT version_num FROM alembic_version")
+            finally:
+                await tables.close()
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+
+        assert first == (0, f"database {name} created\ndatabase migrated to head\n")
+        assert second == (0, "database migrated to head\n")
+        assert revision
