@@ -330,7 +330,7 @@ def test_beat_is_a_single_replica_replaced_with_recreate(manifests: list[Manifes
 
 def test_migrate_job_is_bounded_and_cleans_up(manifests: list[Manifest]) -> None:
     job = one(manifests, "Job", MIGRATE)
-    assert container(job)["command"] == ["tripbook", "migrate"]
+    assert container(job)["command"] == ["tripbook", "migrate", "--no-create-database"]
     assert 0 < job["spec"]["backoffLimit"] <= 5
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
     assert job["spec"]["activeDeadlineSeconds"] > 0
