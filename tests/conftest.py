@@ -14,59 +14,32 @@ import asyncio  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import socket  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import AsyncIterator, Callable, Iterator  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
 
-import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 import structlog  # noqa: E402
-from alembic import command  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
-from redis import Redis as SyncRedis  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
 
+from tests.support import world  # noqa: E402
 from tests.support.factories import Factories  # noqa: E402
-from tripbook.cli import alembic_config  # noqa: E402
 from tripbook.main import create_app  # noqa: E402
 from tripbook.settings import Settings  # noqa: E402
 
 
 def _require(name: str, url: str, default_port: int) -> None:
-    parts = urlsplit(url.replace("+asyncpg", ""))
-    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
-    try:
-        socket.create_connection(address, timeout=3).close()
-    except OSError as exc:
+    problem = world.unreachable(url, default_port)
+    if problem:
         pytest.exit(
-            f"{name} is not answering at {address[0]}:{address[1]} ({exc}). The suite needs "
-            f"real services and never skips: start it (`.ci/run` does) and run again.",
+            f"{name} is {problem}. The suite needs real services and never skips: start it "
+            f"(`.ci/run` does) and run again.",
             returncode=3,
         )
-
-
-async def _recreate_database() -> None:
-    server = environment.PG_SERVER.replace("+asyncpg", "")
-    connection = await asyncpg.connect(f"{server}/postgres")
-    try:
-        await connection.execute(
-            f'DROP DATABASE IF EXISTS "{environment.DATABASE_NAME}" WITH (FORCE)'
-        )
-        await connection.execute(f'CREATE DATABASE "{environment.DATABASE_NAME}"')
-    finally:
-        await connection.close()
-
-
-def _clear_redis_keys() -> None:
-    for url in (environment.REDIS_URL, environment.BROKER_URL):
-        with SyncRedis.from_url(url) as redis:
-            for key in redis.scan_iter(match=f"{environment.KEY_PREFIX}*", count=1000):
-                redis.delete(key)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -74,9 +47,9 @@ def test_database() -> str:
     """Create and migrate the session's own database once; dev data is never touched."""
     _require("PostgreSQL", environment.PG_SERVER, 5432)
     _require("Redis", environment.REDIS_SERVER, 6379)
-    asyncio.run(_recreate_database())
-    command.upgrade(alembic_config(environment.DATABASE_URL), "head")
-    _clear_redis_keys()
+    asyncio.run(world.recreate_database(environment.DATABASE_URL))
+    world.migrate(environment.DATABASE_URL)
+    world.clear_redis_keys([environment.REDIS_URL, environment.BROKER_URL], environment.KEY_PREFIX)
     return environment.DATABASE_URL
 
 

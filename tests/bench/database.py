@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from alembic import command
 from argon2 import PasswordHasher
 from redis import Redis as SyncRedis
 
 from tests.bench import config
+from tests.support import world
 from tests.support.seats import seat_ledger
-from tripbook.cli import alembic_config
 from tripbook.core.security import create_access_token
 from tripbook.settings import Settings
 
@@ -23,12 +22,8 @@ SPREAD_SEATS = 1_000_000
 HOT_SEATS = 100_000_000  # the API caps seats_total; the CHECK constraints do not
 
 
-def _dsn(database: str = config.DATABASE_NAME) -> str:
-    return f"{config.PG_SERVER.replace('+asyncpg', '')}/{database}"
-
-
 async def connect(database: str = config.DATABASE_NAME) -> asyncpg.Connection:
-    return await asyncpg.connect(_dsn(database), timeout=10)
+    return await world.connect(f"{config.PG_SERVER}/{database}")
 
 
 async def server_version() -> str:
@@ -41,18 +36,11 @@ async def server_version() -> str:
 
 async def recreate() -> None:
     """Drop and create the bench database: nothing of a previous run is left."""
-    connection = await connect("postgres")
-    try:
-        name = config.DATABASE_NAME
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
+    await world.recreate_database(config.DATABASE_URL)
 
 
 def migrate() -> None:
-    """Alembic to head, synchronously: its async env.py runs its own event loop."""
-    command.upgrade(alembic_config(config.DATABASE_URL), "head")
+    world.migrate(config.DATABASE_URL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,15 +165,4 @@ def redis_version() -> str:
 
 def clear_redis_keys() -> int:
     """Delete the bench's keys (cache, limiter, broker queues) from both Redis databases."""
-    deleted = 0
-    for url in (config.REDIS_URL, config.BROKER_URL):
-        with SyncRedis.from_url(url) as redis:
-            batch: list[bytes] = []
-            for key in redis.scan_iter(match=f"{config.KEY_PREFIX}*", count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    deleted += int(redis.unlink(*batch))
-                    batch.clear()
-            if batch:
-                deleted += int(redis.unlink(*batch))
-    return deleted
+    return world.clear_redis_keys([config.REDIS_URL, config.BROKER_URL], config.KEY_PREFIX)

@@ -10,18 +10,17 @@ import asyncio
 import fcntl
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from tests.bench import config, cpu, database, profile, report, server, wrk
 from tests.bench.scenarios import SCENARIOS, DataFiles, Scenario
+from tests.support import world
 from tripbook.settings import Settings
 
 
@@ -71,12 +70,9 @@ def say(message: str) -> None:
 
 
 def require_service(name: str, url: str, default_port: int) -> None:
-    parts = urlsplit(url.replace("+asyncpg", ""))
-    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
-    try:
-        socket.create_connection(address, timeout=3).close()
-    except OSError as exc:
-        raise SystemExit(f"{name} is not answering at {address[0]}:{address[1]} ({exc})") from exc
+    problem = world.unreachable(url, default_port)
+    if problem:
+        raise SystemExit(f"{name} is {problem}")
 
 
 def run_order(selected: list[Scenario], runs: int, order: str) -> list[Scenario]:

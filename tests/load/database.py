@@ -1,8 +1,6 @@
-"""The load test's database: created, migrated and seeded per run; checked afterwards.
-
-Mirrors ``tests/bench/database.py`` (whose helpers are bound to the bench's own database)
-with the URL as a parameter, so the same checks also run against an external ``--host``'s
-database given with ``--database-url``.
+"""The load test's database: seeded per run (``tests/support/world.py`` makes it fresh),
+checked afterwards. Every function takes the URL, so the same checks also run against an
+external ``--host``'s database given with ``--database-url``.
 """
 
 from __future__ import annotations
@@ -14,11 +12,9 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as clock
 
 import asyncpg
-from alembic import command
-from redis import Redis as SyncRedis
 
+from tests.support import world
 from tests.support.seats import seat_ledger
-from tripbook.cli import alembic_config
 
 CATALOGUE = [
     ("Lisbon", "Porto", "Atlantic coast express", 2900, 200),
@@ -30,36 +26,6 @@ CATALOGUE = [
 ]
 DAYS_AHEAD = 10
 FLASH_TITLE = "Flash sale: Lisbon to Faro, one morning only"
-
-
-def dsn(url: str) -> str:
-    """asyncpg wants ``postgresql://``; tripbook's URLs name the SQLAlchemy driver."""
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def server_and_name(url: str) -> tuple[str, str]:
-    server, _, name = url.rpartition("/")
-    return server, name
-
-
-async def connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(dsn(url), timeout=10)
-
-
-async def recreate(url: str) -> None:
-    """Drop and create the database of ``url``: nothing of a previous run is left."""
-    server, name = server_and_name(url)
-    connection = await connect(f"{server}/postgres")
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-
-
-def migrate(url: str) -> None:
-    """Alembic to head, synchronously: its async env.py runs its own event loop."""
-    command.upgrade(alembic_config(url), "head")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +40,7 @@ class Seed:
 async def seed(url: str, *, flash_seats: int) -> Seed:
     """A small catalogue of upcoming departures, and one flash-sale departure."""
     today = datetime.now(UTC).date()
-    connection = await connect(url)
+    connection = await world.connect(url)
     try:
         async with connection.transaction():
             departures = seats = 0
@@ -130,7 +96,7 @@ async def _insert_departure(
 
 async def now(url: str) -> datetime:
     """The database's clock: reservations of this run are those created after it."""
-    connection = await connect(url)
+    connection = await world.connect(url)
     try:
         value: datetime = await connection.fetchval("SELECT now()")
         return value
@@ -156,7 +122,7 @@ class SeatReport:
 
 async def seat_report(url: str) -> SeatReport:
     """DESIGN §4 on every departure (see ``tests/support/seats.py``)."""
-    connection = await connect(url)
+    connection = await world.connect(url)
     try:
         ledger = await seat_ledger(connection)
     finally:
@@ -171,7 +137,7 @@ async def seat_report(url: str) -> SeatReport:
 
 
 async def departure_seats(url: str, departure_id: int) -> tuple[int, int] | None:
-    connection = await connect(url)
+    connection = await world.connect(url)
     try:
         row = await connection.fetchrow(
             "SELECT seats_total, seats_available FROM departure WHERE id = $1", departure_id
@@ -207,7 +173,7 @@ _PAID = (
 
 
 async def _paid_reservations(url: str, since: datetime) -> list[asyncpg.Record]:
-    connection = await connect(url)
+    connection = await world.connect(url)
     try:
         return list(await connection.fetch(_PAID, since))
     finally:
@@ -235,19 +201,3 @@ async def payment_report(url: str, since: datetime, *, drain_timeout_s: float) -
         if not fine:
             bad.append({"reservation_id": str(row["id"]), "status": status})
     return PaymentReport(by_status=by_status, bad=bad, waited_s=time.monotonic() - started)
-
-
-def clear_redis_keys(urls: list[str], prefix: str) -> int:
-    """Delete the run's keys (cache, limiter, idempotency, broker queues)."""
-    deleted = 0
-    for url in urls:
-        with SyncRedis.from_url(url) as redis:
-            batch: list[bytes] = []
-            for key in redis.scan_iter(match=f"{prefix}*", count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    deleted += int(redis.unlink(*batch))
-                    batch.clear()
-            if batch:
-                deleted += int(redis.unlink(*batch))
-    return deleted

@@ -28,7 +28,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,10 +36,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tests import environment
 from tests.load import database
+from tests.support import world
 from tests.support.sandboxes import run_payment_sandbox, run_smtp_sink
 from tests.support.servers import run_gunicorn
 from tests.support.workers import run_beat, run_worker
@@ -112,12 +111,9 @@ def say(message: str) -> None:
 
 
 def require_service(name: str, url: str, default_port: int) -> None:
-    parts = urlsplit(url.replace("+asyncpg", ""))
-    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
-    try:
-        socket.create_connection(address, timeout=3).close()
-    except OSError as exc:
-        raise SystemExit(f"{name} is not answering at {address[0]}:{address[1]} ({exc})") from exc
+    problem = world.unreachable(url, default_port)
+    if problem:
+        raise SystemExit(f"{name} is {problem}")
 
 
 # --- the local stack ------------------------------------------------------------------------
@@ -156,14 +152,14 @@ def local_stack(args: argparse.Namespace, log_dir: Path) -> Iterator[Target]:
     require_service("PostgreSQL", environment.PG_SERVER, 5432)
     require_service("Redis", REDIS_URL, 6379)
     say(f"database {DATABASE_NAME}: recreating, migrating, seeding")
-    asyncio.run(database.recreate(DATABASE_URL))
-    database.migrate(DATABASE_URL)
+    asyncio.run(world.recreate_database(DATABASE_URL))
+    world.migrate(DATABASE_URL)
     seed = asyncio.run(database.seed(DATABASE_URL, flash_seats=args.flash_seats))
     say(
         f"  {seed.trips} trips, {seed.departures} departures, {seed.seats} seats; flash-sale "
         f"departure {seed.flash_departure_id} with {seed.flash_seats} seats"
     )
-    database.clear_redis_keys([REDIS_URL, BROKER_URL], KEY_PREFIX)
+    world.clear_redis_keys([REDIS_URL, BROKER_URL], KEY_PREFIX)
     extra = dict(item.split("=", 1) for item in args.server_env)
     with ExitStack() as stack:
         payments = stack.enter_context(run_payment_sandbox(log_dir))
@@ -185,7 +181,7 @@ def local_stack(args: argparse.Namespace, log_dir: Path) -> Iterator[Target]:
             yield Target(api.url, DATABASE_URL, seed.flash_departure_id)
         finally:
             say("stopping the stack")
-    database.clear_redis_keys([REDIS_URL, BROKER_URL], KEY_PREFIX)
+    world.clear_redis_keys([REDIS_URL, BROKER_URL], KEY_PREFIX)
 
 
 # --- locust ---------------------------------------------------------------------------------
