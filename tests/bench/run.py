@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from tests.bench import config, cpu, database, profile, report, server, wrk
 from tests.bench.scenarios import SCENARIOS, DataFiles, Scenario
 from tests.support import world
+from tests.support.servers import Gunicorn
 from tripbook.settings import Settings
 
 
@@ -164,7 +165,7 @@ class Bench:
         )
 
     @contextmanager
-    def server(self, scenario: Scenario, label: str) -> Iterator[tuple[server.Server, str]]:
+    def server(self, scenario: Scenario, label: str) -> Iterator[tuple[Gunicorn, str]]:
         """A fresh gunicorn for ``scenario``, warmed up; yields it and the URL to load."""
         extra = dict(item.split("=", 1) for item in self.args.server_env)
         env = self.world.server_environment(
@@ -198,7 +199,7 @@ class Bench:
             say(f"  {scenario.name} run {index} invariant: {invariant.describe()}")
         database.clear_redis_keys()  # the relay's queued emails, the limiter's windows
 
-    def measure(self, running: server.Server, url: str, scenario: Scenario) -> report.Run:
+    def measure(self, running: Gunicorn, url: str, scenario: Scenario) -> report.Run:
         pids = running.worker_pids()
         before = cpu.Snapshot.take(pids)
         load = self.wrk(url, scenario, self.args.duration)
@@ -266,7 +267,7 @@ def bench_main(args: argparse.Namespace) -> int:
                 say(f"{scenario.title}")
                 try:
                     bench.run(scenario, results.results[scenario.name])
-                except (server.ServerError, RuntimeError) as exc:
+                except RuntimeError as exc:  # GunicornError too
                     say(f"  {scenario.name} failed: {exc}")
                     failed.append(scenario.name)
             for scenario in selected if args.profile else []:

@@ -15,6 +15,10 @@ from tests import environment
 from tests.support.sandboxes import free_port, wait_until_http_ok
 
 
+class GunicornError(RuntimeError):
+    """gunicorn did not start, or its workers did not all come up."""
+
+
 @dataclass
 class Gunicorn:
     process: subprocess.Popen[bytes]
@@ -23,6 +27,53 @@ class Gunicorn:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except OSError:
+            return []
+
+
+@contextmanager
+def gunicorn_process(
+    log_path: Path,
+    port: int,
+    env: dict[str, str],
+    *,
+    app: str | None = None,
+    startup_timeout_s: float = 30.0,
+    stop_timeout_s: float = 30.0,
+) -> Iterator[Gunicorn]:
+    """gunicorn with ``deploy/gunicorn.conf.py`` on 127.0.0.1:``port`` serving ``app``
+    (None: the config's tripbook app), until its ``/healthz`` answers; SIGTERM at the end."""
+    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
+    command += ["--bind", f"127.0.0.1:{port}", *([app] if app else [])]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=environment.ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Gunicorn(process=process, url=f"http://127.0.0.1:{port}", log_path=log_path)
+    try:
+        try:
+            wait_until_http_ok(f"{server.url}/healthz", startup_timeout_s, process=process)
+        except Exception as exc:
+            raise GunicornError(f"gunicorn did not start:\n{server.log()[-3000:]}") from exc
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @contextmanager
@@ -33,8 +84,8 @@ def run_gunicorn(
     env: dict[str, str] | None = None,
     stop_timeout_s: float = 30.0,
 ) -> Iterator[Gunicorn]:
+    """tripbook under gunicorn in the test world (tests/environment.py), ``env`` on top."""
     port = free_port()
-    log_path = log_dir / f"gunicorn-{port}.log"
     process_env = {
         **os.environ,
         **environment.ENVIRONMENT,
@@ -42,34 +93,7 @@ def run_gunicorn(
         "PROMETHEUS_MULTIPROC_DIR": str(log_dir / f"metrics-{port}"),
         **(env or {}),
     }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "deploy/gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{port}",
-            ],
-            cwd=environment.ROOT,
-            env=process_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Gunicorn(process=process, url=f"http://127.0.0.1:{port}", log_path=log_path)
-    try:
-        try:
-            wait_until_http_ok(f"{server.url}/healthz", timeout_s=30)
-        except Exception as exc:
-            raise RuntimeError(f"gunicorn did not start:\n{server.log()[-3000:]}") from exc
+    with gunicorn_process(
+        log_dir / f"gunicorn-{port}.log", port, process_env, stop_timeout_s=stop_timeout_s
+    ) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
