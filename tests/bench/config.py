@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests import environment
+from tests.support import world
 
 ROOT = environment.ROOT
 BENCH_DIR = Path(__file__).resolve().parent
@@ -20,8 +21,7 @@ DATABASE_URL = f"{PG_SERVER}/{DATABASE_NAME}"
 REDIS_URL = f"{environment.REDIS_SERVER}/0"
 BROKER_URL = f"{environment.REDIS_SERVER}/1"
 KEY_PREFIX = "tripbook-bench:"
-# High enough never to refuse, low enough that the limiter still does its Redis work.
-RATE_LIMIT = "100000000/minute"
+RATE_LIMIT = world.UNLIMITED
 WORKERS = 2
 
 # Inherited knobs would make two runs on two shells incomparable.
@@ -36,17 +36,13 @@ class World:
 
     def tripbook_environment(self) -> dict[str, str]:
         return {
-            "TRIPBOOK_ENV": "production",
-            "TRIPBOOK_JWT_SECRET": self.jwt_secret,
-            "TRIPBOOK_DATABASE_URL": DATABASE_URL,
-            "TRIPBOOK_REDIS_URL": REDIS_URL,
-            "TRIPBOOK_BROKER_URL": BROKER_URL,
-            "TRIPBOOK_REDIS_KEY_PREFIX": KEY_PREFIX,
-            "TRIPBOOK_LOG_FORMAT": "json",
-            "TRIPBOOK_LOG_LEVEL": "INFO",
-            "TRIPBOOK_RATE_LIMIT_DEFAULT": RATE_LIMIT,
-            "TRIPBOOK_RATE_LIMIT_AUTH": RATE_LIMIT,
-            "TRIPBOOK_RATE_LIMIT_RESERVATIONS": RATE_LIMIT,
+            **world.production_like(
+                jwt_secret=self.jwt_secret,
+                database_url=DATABASE_URL,
+                redis_url=REDIS_URL,
+                broker_url=BROKER_URL,
+                key_prefix=KEY_PREFIX,
+            ),
             # wrk stands in for a load balancer: trip reads carry many X-Forwarded-For
             # clients, so per-IP limiter keys spread as they would in production.
             "TRIPBOOK_TRUSTED_PROXIES": "127.0.0.1/32",

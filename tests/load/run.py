@@ -53,7 +53,6 @@ DATABASE_URL = f"{environment.PG_SERVER}/{DATABASE_NAME}"
 REDIS_URL = f"{environment.REDIS_SERVER}/0"
 BROKER_URL = f"{environment.REDIS_SERVER}/1"
 KEY_PREFIX = "tripbook-load:"
-RATE_LIMIT = "100000000/minute"  # never refuses; the limiter still does its Redis work
 ERROR_BUDGET = 0.001  # 0.1 % of requests
 
 
@@ -129,17 +128,13 @@ class Target:
 def tripbook_environment(jwt_secret: str, extra: dict[str, str]) -> dict[str, str]:
     """What the local API, worker and beat are told (overrides tests/environment.py)."""
     return {
-        "TRIPBOOK_ENV": "production",
-        "TRIPBOOK_JWT_SECRET": jwt_secret,
-        "TRIPBOOK_DATABASE_URL": DATABASE_URL,
-        "TRIPBOOK_REDIS_URL": REDIS_URL,
-        "TRIPBOOK_BROKER_URL": BROKER_URL,
-        "TRIPBOOK_REDIS_KEY_PREFIX": KEY_PREFIX,
-        "TRIPBOOK_LOG_FORMAT": "json",
-        "TRIPBOOK_LOG_LEVEL": "INFO",
-        "TRIPBOOK_RATE_LIMIT_DEFAULT": RATE_LIMIT,
-        "TRIPBOOK_RATE_LIMIT_AUTH": RATE_LIMIT,
-        "TRIPBOOK_RATE_LIMIT_RESERVATIONS": RATE_LIMIT,
+        **world.production_like(
+            jwt_secret=jwt_secret,
+            database_url=DATABASE_URL,
+            redis_url=REDIS_URL,
+            broker_url=BROKER_URL,
+            key_prefix=KEY_PREFIX,
+        ),
         # Recycling workers mid-run would measure Python start-up, not the app.
         "GUNICORN_MAX_REQUESTS": "0",
         "GUNICORN_MAX_REQUESTS_JITTER": "0",

@@ -13,6 +13,29 @@ from redis import Redis as SyncRedis
 
 from tripbook.cli import alembic_config
 
+# High enough never to refuse, low enough that the limiter still does its Redis work.
+UNLIMITED = "100000000/minute"
+
+
+def production_like(
+    *, jwt_secret: str, database_url: str, redis_url: str, broker_url: str, key_prefix: str
+) -> dict[str, str]:
+    """What a local tripbook for the bench or the load run is told: production settings,
+    JSON logs, its own database and key space, rate limits raised out of the way."""
+    return {
+        "TRIPBOOK_ENV": "production",
+        "TRIPBOOK_JWT_SECRET": jwt_secret,
+        "TRIPBOOK_DATABASE_URL": database_url,
+        "TRIPBOOK_REDIS_URL": redis_url,
+        "TRIPBOOK_BROKER_URL": broker_url,
+        "TRIPBOOK_REDIS_KEY_PREFIX": key_prefix,
+        "TRIPBOOK_LOG_FORMAT": "json",
+        "TRIPBOOK_LOG_LEVEL": "INFO",
+        "TRIPBOOK_RATE_LIMIT_DEFAULT": UNLIMITED,
+        "TRIPBOOK_RATE_LIMIT_AUTH": UNLIMITED,
+        "TRIPBOOK_RATE_LIMIT_RESERVATIONS": UNLIMITED,
+    }
+
 
 def unreachable(url: str, default_port: int) -> str | None:
     """Why the service at ``url`` does not answer, or None when it does."""
