@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tripbook.core.db import MAX_BIGINT, unit_of_work
 from tripbook.settings import Settings
@@ -20,8 +20,13 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    return sessionmaker
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with unit_of_work(request.app.state.sessionmaker) as session:
+    async with unit_of_work(await get_sessionmaker(request)) as session:
         yield session
 
 
@@ -39,6 +44,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 # scope="function": the commit happens before the response is sent, so a client never
 # sees 201 for a transaction that then failed to commit.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+# For a route that needs a unit of work only on some paths (it opens one itself).
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 # Ids beyond PostgreSQL's bigint would otherwise overflow the driver and become a 500.

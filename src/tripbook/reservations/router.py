@@ -7,8 +7,14 @@ from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tripbook.core.db import after_commit, autocommit
-from tripbook.core.dependencies import EngineDep, RedisDep, SessionDep, SettingsDep
+from tripbook.core.db import after_commit, autocommit, unit_of_work
+from tripbook.core.dependencies import (
+    EngineDep,
+    RedisDep,
+    SessionDep,
+    SessionmakerDep,
+    SettingsDep,
+)
 from tripbook.core.idempotency import IdempotencyKeyHeader, run_idempotently
 from tripbook.core.outbox import publish_committed
 from tripbook.core.pagination import CursorQuery, LimitQuery, Page
@@ -37,7 +43,7 @@ async def create_reservation(
     body: ReservationCreate,
     request: Request,
     caller: CurrentCaller,
-    session: SessionDep,
+    sessionmaker: SessionmakerDep,
     engine: EngineDep,
     redis: RedisDep,
     settings: SettingsDep,
@@ -86,20 +92,23 @@ async def create_reservation(
             media_type="application/json",
         )
 
-    async def hold_in_session() -> ReservationRead:
-        held = await hold(await session.connection())
-        after_commit(session, lambda: once_committed(held))
-        return held.reservation
+    # With a key the response is recorded too, in the same transaction as the hold.
+    async with unit_of_work(sessionmaker) as session:
 
-    return await run_idempotently(
-        request,
-        session,
-        user_id=caller.user_id,
-        key=idempotency_key,
-        ttl=timedelta(seconds=settings.idempotency_ttl_s),
-        status_code=status.HTTP_201_CREATED,
-        work=hold_in_session,
-    )
+        async def hold_in_session() -> ReservationRead:
+            held = await hold(await session.connection())
+            after_commit(session, lambda: once_committed(held))
+            return held.reservation
+
+        return await run_idempotently(
+            request,
+            session,
+            user_id=caller.user_id,
+            key=idempotency_key,
+            ttl=timedelta(seconds=settings.idempotency_ttl_s),
+            status_code=status.HTTP_201_CREATED,
+            work=hold_in_session,
+        )
 
 
 @router.get("", response_model=Page[ReservationRead], dependencies=[default_limit])

@@ -38,6 +38,8 @@ async def store(redis: Redis, settings: Settings, trip_id: int, body: bytes) -> 
 
 async def invalidate(redis: Redis, settings: Settings, trip_id: int) -> None:
     """Called after a hold or release commits; the TTL bounds staleness if this fails."""
+    if settings.trip_cache_ttl_s <= 0:
+        return  # nothing is cached: no round trip per hold
     try:
         await redis.delete(trip_key(settings, trip_id))
     except (RedisError, OSError) as exc:
