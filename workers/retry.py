@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from celery import Task
 from celery.exceptions import Retry
 
 from tripbook.core.db import is_transient
 from tripbook.settings import get_settings
+from workers import runtime
+
+T = TypeVar("T")
 
 
 def backoff_s(retries: int, *, base: float, cap: float) -> float:
@@ -37,3 +41,19 @@ def retry_later(task: Task[Any, Any], exc: Exception | None = None) -> Retry:
 
 def is_final_attempt(task: Task[Any, Any]) -> bool:
     return task.max_retries is not None and task.request.retries >= task.max_retries
+
+
+def run_or_retry(
+    task: Task[Any, Any],
+    work: Coroutine[Any, Any, T],
+    *,
+    retryable: Callable[[BaseException], bool] = is_retryable,
+) -> T:
+    """Run a task's coroutine on the worker's loop; a ``retryable`` failure schedules the
+    next attempt with backoff (and is raised itself once the retries are spent)."""
+    try:
+        return runtime.run(work)
+    except Exception as exc:
+        if retryable(exc):
+            raise retry_later(task, exc) from exc
+        raise

@@ -12,23 +12,20 @@ from tripbook.core.db import unit_of_work
 from tripbook.notifications.service import send_reservation_email
 from workers import runtime
 from workers.app import app, settings
-from workers.retry import is_retryable, retry_later
+from workers.retry import is_retryable, run_or_retry
 
 
 @app.task(name="email.send", bind=True, max_retries=settings.email_max_retries)
 def send(self: Task[Any, Any], event_id: str, payload: dict[str, Any]) -> bool:
-    try:
-        return runtime.run(
-            send_email(
-                event_id=uuid.UUID(event_id),
-                template=payload["template"],
-                reservation_id=uuid.UUID(payload["reservation_id"]),
-            )
-        )
-    except Exception as exc:
-        if isinstance(exc, smtplib.SMTPException) or is_retryable(exc):
-            raise retry_later(self, exc) from exc
-        raise
+    return run_or_retry(
+        self,
+        send_email(
+            event_id=uuid.UUID(event_id),
+            template=payload["template"],
+            reservation_id=uuid.UUID(payload["reservation_id"]),
+        ),
+        retryable=lambda exc: isinstance(exc, smtplib.SMTPException) or is_retryable(exc),
+    )
 
 
 async def send_email(*, event_id: uuid.UUID, template: str, reservation_id: uuid.UUID) -> bool:

@@ -22,25 +22,21 @@ from tripbook.payments.service import Settlement
 from tripbook.trips import cache
 from workers import runtime
 from workers.app import app, settings
-from workers.retry import is_final_attempt, is_retryable, retry_later
+from workers.retry import is_final_attempt, retry_later, run_or_retry
 
 log = get_logger(__name__)
 
 
 @app.task(name="payments.settle", bind=True, max_retries=settings.payment_max_retries)
 def settle(self: Task[Any, Any], event_id: str, payload: dict[str, Any]) -> str:
-    try:
-        settlement = runtime.run(
-            settle_payment(
-                event_id=uuid.UUID(event_id),
-                payment_id=uuid.UUID(payload["payment_id"]),
-                final=is_final_attempt(self),
-            )
-        )
-    except Exception as exc:
-        if is_retryable(exc):
-            raise retry_later(self, exc) from exc
-        raise
+    settlement = run_or_retry(
+        self,
+        settle_payment(
+            event_id=uuid.UUID(event_id),
+            payment_id=uuid.UUID(payload["payment_id"]),
+            final=is_final_attempt(self),
+        ),
+    )
     if settlement is Settlement.RETRY:
         raise retry_later(self)
     return settlement.value
@@ -88,19 +84,15 @@ async def settle_payment(*, event_id: uuid.UUID, payment_id: uuid.UUID, final: b
 @app.task(name="payments.refund", bind=True, max_retries=settings.payment_max_retries)
 def refund(self: Task[Any, Any], event_id: str, payload: dict[str, Any]) -> str:
     payment_id = payload.get("payment_id")
-    try:
-        retry = runtime.run(
-            refund_reservation(
-                event_id=uuid.UUID(event_id),
-                reservation_id=uuid.UUID(payload["reservation_id"]),
-                payment_id=uuid.UUID(payment_id) if payment_id else None,
-                final=is_final_attempt(self),
-            )
-        )
-    except Exception as exc:
-        if is_retryable(exc):
-            raise retry_later(self, exc) from exc
-        raise
+    retry = run_or_retry(
+        self,
+        refund_reservation(
+            event_id=uuid.UUID(event_id),
+            reservation_id=uuid.UUID(payload["reservation_id"]),
+            payment_id=uuid.UUID(payment_id) if payment_id else None,
+            final=is_final_attempt(self),
+        ),
+    )
     if retry:
         raise retry_later(self)
     return "refunded"
