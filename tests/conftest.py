@@ -91,8 +91,12 @@ def log_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def captured_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The JSON lines tripbook logged during the test, parsed."""
+def captured_logs(
+    capsys: pytest.CaptureFixture[str],
+) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The JSON lines logged during the test, parsed: tripbook's own loggers write to
+    ``sys.stdout`` (captured here by ``capsys``), the standard library's go through the root
+    handler's formatter."""
     root = logging.getLogger()
     formatter = next(
         handler.formatter
@@ -103,8 +107,13 @@ def captured_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root.addHandler(handler)
+
+    def lines() -> list[dict[str, Any]]:
+        stream.write(capsys.readouterr().out)  # readouterr consumes: keep what it returned
+        return [json.loads(line) for line in stream.getvalue().splitlines() if line]
+
     try:
-        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line]
+        yield lines
     finally:
         root.removeHandler(handler)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,9 +11,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests import environment
 from tests.support.sandboxes import free_port, wait_until_http_ok
+
+
+def json_log_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON lines of a process's log (banners and the like are skipped)."""
+    lines = []
+    for raw in text.splitlines():
+        if raw.startswith("{"):
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                continue  # a line still being written
+    return lines
 
 
 class GunicornError(RuntimeError):
@@ -27,6 +41,9 @@ class Gunicorn:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return json_log_lines(self.log())
 
     def worker_pids(self) -> list[int]:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from redis import Redis as SyncRedis
 
 from tests import environment
 from tests.support.sandboxes import SmtpSink
+from tests.support.servers import json_log_lines
 
 QUEUES = "payments,email,maintenance,celery"
 LOG_TAIL_CHARS = 4000
@@ -49,14 +49,7 @@ class CeleryProcess:
 
     def log_lines(self) -> list[dict[str, Any]]:
         """The JSON lines logged so far (Celery's banner and the like are skipped)."""
-        lines = []
-        for raw in self.log().splitlines():
-            if raw.startswith("{"):
-                try:
-                    lines.append(json.loads(raw))
-                except ValueError:
-                    continue  # a line still being written
-        return lines
+        return json_log_lines(self.log())
 
     def wait_for_line(
         self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 20.0
