@@ -6,16 +6,16 @@ No ``BaseHTTPMiddleware``: it breaks contextvars and BackgroundTasks and costs t
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 
 from asgi_correlation_id import correlation_id
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tripbook.core.logging import get_logger
-from tripbook.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from tripbook.core.metrics import record_request
 
 access_log = get_logger("tripbook.access")
 
@@ -41,6 +41,14 @@ def is_valid_request_id(value: str) -> bool:
     return bool(REQUEST_ID_PATTERN.match(value))
 
 
+def header_value(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of request header ``name`` (lower case), read without decoding the rest."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
 class CorrelationIdAliasMiddleware:
     """Accept ``X-Correlation-ID`` as the request id when ``X-Request-ID`` is absent."""
 
@@ -48,11 +56,10 @@ class CorrelationIdAliasMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = MutableHeaders(scope=scope)
-            alias = headers.get("x-correlation-id")
-            if alias and "x-request-id" not in headers:
-                headers["x-request-id"] = alias
+        if scope["type"] == "http" and header_value(scope, b"x-request-id") is None:
+            alias = header_value(scope, b"x-correlation-id")
+            if alias:
+                scope["headers"] = [*scope["headers"], (b"x-request-id", alias)]
         await self.app(scope, receive, send)
 
 
@@ -61,18 +68,40 @@ def security_headers(path: str, *, hsts: bool) -> dict[str, str]:
 
     Also called by the 500 handler, whose response is sent outside every middleware.
     """
+    return dict(_security_headers(_path_class(path), hsts))
+
+
+def _path_class(path: str) -> tuple[bool, bool]:
+    return path.startswith(NO_STORE_PREFIXES), path.startswith(DOCS_PREFIX)
+
+
+@functools.cache
+def _security_headers(path_class: tuple[bool, bool], hsts: bool) -> tuple[tuple[str, str], ...]:
+    no_store, docs = path_class
     headers = dict(BASE_SECURITY_HEADERS)
-    if path.startswith(NO_STORE_PREFIXES):
+    if no_store:
         headers["Cache-Control"] = "no-store"
-    if not path.startswith(DOCS_PREFIX):
+    if not docs:
         headers["Content-Security-Policy"] = API_CSP
     if hsts:
         headers["Strict-Transport-Security"] = HSTS
-    return headers
+    return tuple(headers.items())
+
+
+@functools.cache
+def _encoded_security_headers(
+    path_class: tuple[bool, bool], hsts: bool
+) -> tuple[frozenset[bytes], list[tuple[bytes, bytes]]]:
+    # Encoded once per path class (there are three), not once per response.
+    encoded = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in _security_headers(path_class, hsts)
+    ]
+    return frozenset(name for name, _ in encoded), encoded
 
 
 class SecurityHeadersMiddleware:
-    """Add ``security_headers`` to every response, errors included.
+    """Add ``security_headers`` to every response, errors included, replacing any the app set.
 
     ``hsts`` is for production only: HSTS sent over plain HTTP in development would pin a
     developer's browser to HTTPS for localhost.
@@ -86,13 +115,12 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = security_headers(scope["path"], hsts=self.hsts)
+        names, extra = _encoded_security_headers(_path_class(scope["path"]), self.hsts)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in extra.items():
-                    headers[name] = value
+                kept = [header for header in message.get("headers", ()) if header[0] not in names]
+                message["headers"] = kept + extra
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -113,7 +141,7 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = MutableHeaders(scope=scope).get("content-length", "")
+        declared = header_value(scope, b"content-length") or b""
         too_large = declared.isdigit() and int(declared) > self.max_bytes
         received = 0
 
@@ -160,8 +188,7 @@ class AccessLogMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "<unmatched>"
             method = scope["method"]
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_LATENCY.labels(method, template).observe(elapsed)
+            record_request(method, template, status, elapsed)
             access_log.info(
                 "request",
                 method=method,
