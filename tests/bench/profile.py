@@ -62,8 +62,11 @@ class Recording:
 
 
 @contextmanager
-def record(pids: list[int], duration_s: float, out_dir: Path, name: str) -> Iterator[Recording]:
-    """py-spy (collapsed stacks, CPU samples only) on every worker, and pg_stat_activity."""
+def record(
+    pids: list[int], duration_s: float, out_dir: Path, name: str, *, sample_database: bool
+) -> Iterator[Recording]:
+    """py-spy (collapsed stacks, CPU samples only) on every worker, and pg_stat_activity of
+    the bench database when the scenario uses it (it does not exist before one does)."""
     py_spy = find_py_spy()
     outputs = [out_dir / f"profile-{name}-{pid}.txt" for pid in pids]
     processes = [
@@ -91,12 +94,14 @@ def record(pids: list[int], duration_s: float, out_dir: Path, name: str) -> Iter
     recording = Recording(outputs=outputs, processes=processes)
     stop = threading.Event()
     sampler = threading.Thread(target=_sample_pg, args=(recording, stop), daemon=True)
-    sampler.start()
+    if sample_database:
+        sampler.start()
     try:
         yield recording
     finally:
         stop.set()
-        sampler.join(timeout=10)
+        if sampler.is_alive():
+            sampler.join(timeout=10)
         for process in processes:
             try:
                 process.wait(timeout=duration_s + 30)

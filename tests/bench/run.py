@@ -213,7 +213,13 @@ class Bench:
             asyncio.run(database.reset_holds())
         with self.server(scenario, f"{scenario.name}-profile") as (running, url):
             pids = running.worker_pids()
-            with profile.record(pids, duration, self.args.results_dir, scenario.name) as rec:
+            with profile.record(
+                pids,
+                duration,
+                self.args.results_dir,
+                scenario.name,
+                sample_database=scenario.needs_data,
+            ) as rec:
                 load = self.wrk(url, scenario, duration)
         say(f"  {scenario.name} profiled run: {load.rps:,.0f} req/s (not reported)")
         database.clear_redis_keys()
