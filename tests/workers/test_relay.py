@@ -19,8 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from tests.support.sandboxes import PaymentSandbox, SmtpSink, free_port
 from tests.support.workers import CeleryProcess, eventually, wait_for_messages
 from tests.workers.conftest import Booking, expire_now
-from tripbook.core.outbox import OutboxEvent
-from tripbook.core.relay import Message, create_client, send_batch
+from tripbook.core.outbox import Message, OutboxEvent
+from tripbook.core.relay import create_client, send_batch
 from tripbook.main import create_app
 from tripbook.payments.models import Payment
 from tripbook.settings import Settings

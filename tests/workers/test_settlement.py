@@ -19,7 +19,8 @@ from tests.support.workers import (
     wait_for_messages,
 )
 from tests.workers.conftest import Booking
-from tripbook.core.relay import Message, send
+from tripbook.core.outbox import Message
+from tripbook.core.relay import send
 
 pytestmark = pytest.mark.slow
 

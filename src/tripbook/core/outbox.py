@@ -1,7 +1,8 @@
 """The transactional outbox: durable work recorded in the same transaction as the change.
 
 A service calls ``enqueue`` inside its unit of work; after commit a relay publishes the
-rows to Celery by task name (the API never imports ``workers``). A beat sweep publishes
+events to Celery by task name (the API never imports ``workers``), from the ``Message`` the
+unit of work kept rather than by reading the rows back. A beat sweep publishes
 anything a crash left behind. Consumers record the event id in ``processed_event`` inside
 their own transaction, so a second delivery changes nothing.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -53,7 +55,21 @@ class ProcessedEvent(Base):
     processed_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
-Publisher = Callable[[Sequence[uuid.UUID]], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What the relay publishes for one outbox row: the same values, kept in memory."""
+
+    event_id: uuid.UUID
+    task: str
+    payload: dict[str, Any]
+    request_id: str | None
+
+    @classmethod
+    def from_event(cls, event: OutboxEvent) -> Message:
+        return cls(event.id, event.task, event.payload, event.request_id)
+
+
+Publisher = Callable[[Sequence[Message]], Awaitable[None]]
 
 # The relay publishing for each engine (the API's, a worker process's). A session whose
 # engine has none (the CLI, a script) leaves its events to the beat sweep.
@@ -68,27 +84,27 @@ def detach_publisher(engine: AsyncEngine) -> None:
     _publishers.pop(engine, None)
 
 
-async def publish_committed(engine: object, event_ids: Sequence[uuid.UUID]) -> None:
-    """Have the engine's relay publish events that are already committed."""
+async def publish_committed(engine: object, messages: Sequence[Message]) -> None:
+    """Have the engine's relay publish events whose rows are already committed."""
     publisher = _publishers.get(engine) if isinstance(engine, AsyncEngine) else None
-    if event_ids and publisher is not None:
-        await publisher(event_ids)
+    if messages and publisher is not None:
+        await publisher(messages)
 
 
-def publish_after_commit(session: AsyncSession, event_id: uuid.UUID) -> None:
-    """Have the relay publish ``event_id`` once this unit of work commits.
+def publish_after_commit(session: AsyncSession, message: Message) -> None:
+    """Have the relay publish ``message`` once this unit of work commits.
 
-    For events written by hand-made SQL (the seat hold); ``enqueue`` calls it itself.
-    One after-commit callback per session publishes every event the session recorded.
+    ``enqueue`` calls it itself. One after-commit callback per session publishes every
+    event the session recorded.
     """
-    event_ids: list[uuid.UUID] = session.info.setdefault("outbox_event_ids", [])
-    if not event_ids:
+    messages: list[Message] = session.info.setdefault("outbox_messages", [])
+    if not messages:
 
         async def publish() -> None:
-            await publish_committed(session.bind, session.info.pop("outbox_event_ids", []))
+            await publish_committed(session.bind, session.info.pop("outbox_messages", []))
 
         after_commit(session, publish)
-    event_ids.append(event_id)
+    messages.append(message)
 
 
 def enqueue(
@@ -96,7 +112,7 @@ def enqueue(
 ) -> OutboxEvent:
     event = OutboxEvent(id=uuid.uuid4(), task=task, payload=payload, request_id=request_id)
     session.add(event)
-    publish_after_commit(session, event.id)
+    publish_after_commit(session, Message.from_event(event))
     return event
 
 

@@ -6,7 +6,8 @@ to the queue its task name starts with (``payments.settle`` → ``payments``).
 
 Two paths publish:
 
-- right after commit, the events one unit of work recorded (``outbox.publish_after_commit``);
+- right after commit, the events one unit of work recorded (``outbox.publish_after_commit``),
+  from the messages it kept: no read back, one UPDATE to mark them published;
 - the beat sweep, for rows left unpublished by a broker outage or a crash between commit
   and publish, batch by batch under ``FOR UPDATE SKIP LOCKED`` so replicas never collide.
 
@@ -28,13 +29,13 @@ from typing import Any
 import anyio
 from celery import Celery
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from tripbook.core import outbox
-from tripbook.core.db import create_sessionmaker, is_transient, unit_of_work
+from tripbook.core.db import autocommit, create_sessionmaker, is_transient, unit_of_work
 from tripbook.core.logging import get_logger
 from tripbook.core.metrics import OUTBOX_BACKLOG
-from tripbook.core.outbox import OutboxEvent
+from tripbook.core.outbox import Message, OutboxEvent
 from tripbook.settings import Settings
 
 log = get_logger(__name__)
@@ -43,7 +44,7 @@ QUEUES = ("payments", "email", "maintenance")
 # The message header carrying the request id; workers bind it into their log lines.
 REQUEST_ID_HEADER = "request_id"
 MAX_ERROR_CHARS = 500
-# Events one background round publishes at most (one SELECT, one publish, one UPDATE).
+# Events one background round publishes at most (one publish, one UPDATE).
 BACKGROUND_BATCH = 500
 
 
@@ -84,18 +85,6 @@ def create_client(settings: Settings) -> Celery:
         task_publish_retry=False,
     )
     return client
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    event_id: uuid.UUID
-    task: str
-    payload: dict[str, Any]
-    request_id: str | None
-
-    @classmethod
-    def from_event(cls, event: OutboxEvent) -> Message:
-        return cls(event.id, event.task, event.payload, event.request_id)
 
 
 def send(client: Celery, message: Message, **options: Any) -> None:
@@ -166,14 +155,14 @@ class OutboxRelay:
         self.engine = engine
         self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(engine)
         self.client = create_client(settings)
-        self._pending: list[uuid.UUID] = []
+        self._pending: list[Message] = []
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         outbox.attach_publisher(engine, self.submit if background else self.publish)
 
-    async def submit(self, event_ids: Sequence[uuid.UUID]) -> None:
+    async def submit(self, messages: Sequence[Message]) -> None:
         """Queue events just committed for the background loop; returns at once."""
-        self._pending.extend(event_ids)
+        self._pending.extend(messages)
         self._wakeup.set()
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._publish_pending_forever())
@@ -190,27 +179,24 @@ class OutboxRelay:
             del self._pending[:BACKGROUND_BATCH]
             await self.publish(batch)
 
-    async def publish(self, event_ids: Sequence[uuid.UUID]) -> None:
-        """Publish events just committed. Never raises: what fails is left to the sweep."""
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publish events just committed. Never raises: what fails is left to the sweep.
+
+        The rows are not read back: the messages hold their values. One published twice
+        (the sweep got there first) does no harm, consumers being idempotent.
+        """
+        if not messages:
+            return
         try:
-            async with self.sessionmaker() as session:
-                rows = await session.scalars(
-                    select(OutboxEvent)
-                    .where(OutboxEvent.id.in_(event_ids), OutboxEvent.published_at.is_(None))
-                    .order_by(OutboxEvent.created_at)
-                )
-                messages = [Message.from_event(row) for row in rows]
-            if not messages:
-                return
             outcome = await anyio.to_thread.run_sync(send_batch, self.client, messages)
-            async with unit_of_work(self.sessionmaker) as session:
-                await record_outcome(session, outcome)
+            async with autocommit(self.engine) as connection:
+                await record_outcome(connection, outcome)
         except Exception as exc:
             if is_transient(exc):
                 # A database blip: the rows are committed and the sweep will send them.
-                log.warning("outbox_publish_deferred", events=len(event_ids), error=repr(exc))
+                log.warning("outbox_publish_deferred", events=len(messages), error=repr(exc))
             else:
-                log.exception("outbox_publish_failed", events=len(event_ids))
+                log.exception("outbox_publish_failed", events=len(messages))
 
     async def sweep(self, *, older_than: timedelta, batch: int) -> SweepResult:
         """Publish one batch of rows left unpublished for longer than ``older_than``."""
@@ -230,7 +216,7 @@ class OutboxRelay:
                 if messages
                 else {}
             )
-            await record_outcome(session, outcome)
+            await record_outcome(await session.connection(), outcome)
         async with self.sessionmaker() as session:
             backlog = await session.scalar(
                 select(func.count())
@@ -251,10 +237,10 @@ class OutboxRelay:
         await anyio.to_thread.run_sync(self.client.close)
 
 
-async def record_outcome(session: AsyncSession, outcome: dict[uuid.UUID, str | None]) -> None:
+async def record_outcome(connection: AsyncConnection, outcome: dict[uuid.UUID, str | None]) -> None:
     sent = [event_id for event_id, error in outcome.items() if error is None]
     if sent:
-        await session.execute(
+        await connection.execute(
             update(OutboxEvent)
             .where(OutboxEvent.id.in_(sent))
             .values(
@@ -266,7 +252,7 @@ async def record_outcome(session: AsyncSession, outcome: dict[uuid.UUID, str | N
     failed = {event_id: error for event_id, error in outcome.items() if error is not None}
     if failed:
         error = next(iter(failed.values()))
-        await session.execute(
+        await connection.execute(
             update(OutboxEvent)
             .where(OutboxEvent.id.in_(list(failed)))
             .values(publish_attempts=OutboxEvent.publish_attempts + 1, last_error=error)

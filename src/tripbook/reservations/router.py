@@ -65,7 +65,7 @@ async def create_reservation(
         )
 
     async def once_committed(held: HeldSeats) -> None:
-        await publish_committed(engine, [held.event_id])  # the "seats held" email
+        await publish_committed(engine, [held.event])  # the "seats held" email
         await cache.invalidate(redis, settings, held.trip_id)
         if settings.notify_webhook_url:
             # Loss-tolerant, after the response: never delays or fails the booking.

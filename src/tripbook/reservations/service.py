@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from tripbook.core.errors import InvalidInput, Unauthenticated
 from tripbook.core.metrics import RESERVATIONS
 from tripbook.core.money import Money
-from tripbook.core.outbox import enqueue
+from tripbook.core.outbox import Message, enqueue
 from tripbook.core.pagination import Page, decode_cursor, encode_cursor
 from tripbook.reservations import repository
 from tripbook.reservations.exceptions import (
@@ -66,7 +66,7 @@ class HeldSeats:
 
     reservation: ReservationRead
     trip_id: int  # whose cached detail is now stale
-    event_id: uuid.UUID  # the "seats held" email, for the relay to publish
+    event: Message  # the "seats held" email, for the relay to publish
 
 
 async def hold_seats(
@@ -90,7 +90,12 @@ async def hold_seats(
         raise InvalidPassengers(seats=request.seats, passengers=len(request.passenger_names))
     now = datetime.now(UTC)
     reservation_id = uuid.uuid4()
-    event_id = uuid.uuid4()
+    event = Message(
+        event_id=uuid.uuid4(),
+        task=EMAIL_TASK,
+        payload={"template": "reservation_held", "reservation_id": str(reservation_id)},
+        request_id=request_id,
+    )
     expires_at = now + hold_ttl
     outcome = await repository.hold_seats(
         connection,
@@ -102,12 +107,10 @@ async def hold_seats(
             "expires_at": expires_at,
             "now": now,
             "passenger_names": list(request.passenger_names),
-            "event_id": event_id,
-            "event_task": EMAIL_TASK,
-            "event_payload": json.dumps(
-                {"template": "reservation_held", "reservation_id": str(reservation_id)}
-            ),
-            "request_id": request_id,
+            "event_id": event.event_id,
+            "event_task": event.task,
+            "event_payload": json.dumps(event.payload),
+            "request_id": event.request_id,
         },
     )
     if not outcome.caller_exists:
@@ -136,7 +139,7 @@ async def hold_seats(
         created_at=now,
         updated_at=now,
     )
-    return HeldSeats(reservation=reservation, trip_id=outcome.trip_id, event_id=event_id)
+    return HeldSeats(reservation=reservation, trip_id=outcome.trip_id, event=event)
 
 
 async def get_reservation(
