@@ -52,7 +52,7 @@ class StdoutLogger:
 
     _lock = threading.Lock()
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str = "") -> None:
         self.name = name  # for ``add_logger_name``, as on a stdlib logger
 
     def msg(self, message: str) -> None:
@@ -62,10 +62,6 @@ class StdoutLogger:
             stream.flush()
 
     debug = info = warning = error = critical = exception = log = msg
-
-
-def _stdout_logger(name: str) -> StdoutLogger:
-    return StdoutLogger(name)
 
 
 def _dumps(event_dict: EventDict, default: Any) -> str:
@@ -99,7 +95,7 @@ def configure_logging(settings: Settings) -> None:
     renderers = _renderers(settings)
     structlog.configure(
         processors=[*shared, structlog.processors.StackInfoRenderer(), *renderers],
-        logger_factory=_stdout_logger,
+        logger_factory=StdoutLogger,  # get_logger(name) → StdoutLogger(name)
         wrapper_class=structlog.make_filtering_bound_logger(settings.log_level),
         cache_logger_on_first_use=True,
     )

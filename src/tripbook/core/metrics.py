@@ -30,20 +30,6 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-
-
-@functools.lru_cache(maxsize=1024)  # bounded: methods are httptools' list, routes templates
-def _request_series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
-    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(method, route)
-
-
-def record_request(method: str, route: str, status: int, seconds: float) -> None:
-    """Count one request and observe its latency; the labelled series are looked up once."""
-    requests, latency = _request_series(method, route, status)
-    requests.inc()
-    latency.observe(seconds)
-
-
 RESERVATIONS = Counter(
     "tripbook_reservations_total",
     "Reservation lifecycle events (held, confirmed, expired, cancelled, refused, ...).",
@@ -65,6 +51,18 @@ TASK_DURATION = Histogram(
     ["task"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: methods are httptools' list, routes templates
+def _request_series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(method, route)
+
+
+def record_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one request and observe its latency; the labelled series are looked up once."""
+    requests, latency = _request_series(method, route, status)
+    requests.inc()
+    latency.observe(seconds)
 
 
 def render_latest() -> tuple[bytes, str]:
