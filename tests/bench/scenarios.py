@@ -49,8 +49,28 @@ class Scenario:
     holds: bool = False
 
 
-def _holds(departures: Callable[[DataFiles], Path]) -> Callable[[DataFiles], list[str]]:
-    return lambda files: [str(files.tokens), str(departures(files))]
+def _spread(files: DataFiles) -> Path:
+    return files.spread_departures
+
+
+def _hot(files: DataFiles) -> Path:
+    return files.hot_departure
+
+
+def _hold_scenario(
+    name: str, title: str, server: ServerSpec, departures: Callable[[DataFiles], Path]
+) -> Scenario:
+    """POST /v1/reservations with the bench's tokens over ``departures``."""
+    return Scenario(
+        name,
+        title,
+        server,
+        "/v1/reservations",
+        "holds.lua",
+        lambda files: [str(files.tokens), str(departures(files))],
+        needs_data=True,
+        holds=True,
+    )
 
 
 def _trips(files: DataFiles) -> list[str]:
@@ -83,46 +103,10 @@ SCENARIOS: dict[str, Scenario] = {
             _trips,
             needs_data=True,
         ),
-        Scenario(
-            "holds_spread",
-            "5a. tripbook holds, 1,000 departures",
-            TRIPBOOK,
-            "/v1/reservations",
-            "holds.lua",
-            _holds(lambda files: files.spread_departures),
-            needs_data=True,
-            holds=True,
-        ),
-        Scenario(
-            "holds_hot",
-            "5b. tripbook holds, 1 hot departure",
-            TRIPBOOK,
-            "/v1/reservations",
-            "holds.lua",
-            _holds(lambda files: files.hot_departure),
-            needs_data=True,
-            holds=True,
-        ),
-        Scenario(
-            "naive_spread",
-            "6a. naive holds, 1,000 departures",
-            NAIVE,
-            "/v1/reservations",
-            "holds.lua",
-            _holds(lambda files: files.spread_departures),
-            needs_data=True,
-            holds=True,
-        ),
-        Scenario(
-            "naive_hot",
-            "6b. naive holds, 1 hot departure",
-            NAIVE,
-            "/v1/reservations",
-            "holds.lua",
-            _holds(lambda files: files.hot_departure),
-            needs_data=True,
-            holds=True,
-        ),
+        _hold_scenario("holds_spread", "5a. tripbook holds, 1,000 departures", TRIPBOOK, _spread),
+        _hold_scenario("holds_hot", "5b. tripbook holds, 1 hot departure", TRIPBOOK, _hot),
+        _hold_scenario("naive_spread", "6a. naive holds, 1,000 departures", NAIVE, _spread),
+        _hold_scenario("naive_hot", "6b. naive holds, 1 hot departure", NAIVE, _hot),
     )
 }
 
