@@ -99,6 +99,31 @@ class TestAccessToken:
         with pytest.raises(Unauthenticated, match="expired"):
             decode_access_token(settings, expired)
 
+    def test_a_verified_token_still_expires(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        expires = datetime.now(UTC) + timedelta(minutes=5)
+        issued = token(settings, sub="42", role="customer", exp=expires)
+        assert decode_access_token(settings, issued).user_id == 42  # verified and cached
+
+        class FiveMinutesLater:
+            @staticmethod
+            def time() -> float:
+                return expires.timestamp() + 1
+
+        monkeypatch.setattr(security, "time", FiveMinutesLater)
+
+        with pytest.raises(Unauthenticated, match="expired"):
+            decode_access_token(settings, issued)
+
+    def test_a_verdict_is_kept_per_secret(self, settings: Settings) -> None:
+        issued = token(settings, sub="42", role="customer", exp=in_an_hour())
+        assert decode_access_token(settings, issued).user_id == 42
+        rotated = settings.model_copy(update={"jwt_secret": SecretStr("r" * 64)})
+
+        with pytest.raises(Unauthenticated, match="Invalid"):
+            decode_access_token(rotated, issued)
+
     @pytest.mark.parametrize(
         "claims",
         [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -80,10 +81,25 @@ def request_claims(request: Request, settings: Settings, token: str) -> TokenCla
 
 
 def decode_access_token(settings: Settings, token: str) -> TokenClaims:
+    """The token's claims, if it is signed with the secret and not expired.
+
+    A signature is checked once per token and process (it is most of a request's JWT
+    cost); its expiry is checked on every use. tripbook revokes no token before its
+    ``exp``, so a cached verdict is the one a fresh decode would give.
+    """
+    claims, expires_at = _verified_claims(settings.jwt_secret.get_secret_value(), token)
+    if expires_at <= time.time():
+        raise Unauthenticated("Token expired")
+    return claims
+
+
+@lru_cache(maxsize=4096)
+def _verified_claims(secret: str, token: str) -> tuple[TokenClaims, float]:
+    """Claims and expiry (epoch seconds) of a validly signed token; errors are not cached."""
     try:
         payload = jwt.decode(
             token,
-            settings.jwt_secret.get_secret_value(),
+            secret,
             algorithms=[JWT_ALGORITHM],  # pinned: "none" and other algorithms are refused
             options={"require": ["exp", "sub", "role"]},
         )
@@ -93,8 +109,8 @@ def decode_access_token(settings: Settings, token: str) -> TokenClaims:
         user_id = int(payload["sub"])
         if not 1 <= user_id <= MAX_BIGINT:
             raise Unauthenticated("Invalid token")
-        return TokenClaims(user_id=user_id, role=role)
+        return TokenClaims(user_id=user_id, role=role), float(payload["exp"])
     except jwt.ExpiredSignatureError as exc:
         raise Unauthenticated("Token expired") from exc
-    except (jwt.InvalidTokenError, ValueError) as exc:
+    except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
         raise Unauthenticated("Invalid token") from exc
