@@ -12,6 +12,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import selectinload
 
+from tripbook.core.db import DriverStatement, fetch_one_on_driver, in_autocommit
 from tripbook.reservations.models import Reservation, ReservationStatus
 from tripbook.trips.models import Departure
 
@@ -107,7 +108,17 @@ EXPIRE_DUE = text(
 )
 
 
+HOLD_SEATS_ON_DRIVER = DriverStatement.compile(HOLD_SEATS)
+
+
 async def hold_seats(connection: AsyncConnection, params: dict[str, Any]) -> HoldOutcome:
+    if in_autocommit(connection):
+        # The hot path: the statement is its whole transaction, so it can skip
+        # SQLAlchemy's execution path (see ``fetch_one_on_driver``).
+        record = await fetch_one_on_driver(connection, HOLD_SEATS_ON_DRIVER, params)
+        assert record is not None  # the statement always answers one row
+        return HoldOutcome(**record)
+    # Inside the caller's transaction (an idempotent request), which SQLAlchemy began.
     row = (await connection.execute(HOLD_SEATS, params)).one()
     return HoldOutcome(**row._asdict())
 
