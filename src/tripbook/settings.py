@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     broker_restore_interval_s: float = Field(default=10.0, gt=0)
     # The relay publishes from the request path: a broker outage costs this, never a hang.
     relay_publish_timeout_s: float = Field(default=0.5, gt=0)
+    # The API relay waits this long after an event is committed, so that one publish and
+    # one UPDATE carry the events of every request committed meanwhile; 0 sends at once.
+    relay_linger_s: float = Field(default=0.02, ge=0, le=1)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -155,6 +155,7 @@ class OutboxRelay:
         self.engine = engine
         self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(engine)
         self.client = create_client(settings)
+        self.linger_s = settings.relay_linger_s
         self._pending: list[Message] = []
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -170,6 +171,8 @@ class OutboxRelay:
     async def _publish_pending_forever(self) -> None:
         while True:
             await self._wakeup.wait()
+            if self.linger_s:
+                await asyncio.sleep(self.linger_s)  # let concurrent commits join the batch
             await self._publish_pending()
 
     async def _publish_pending(self) -> None:
