@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from tripbook.core.clientip import client_ip
 from tripbook.core.errors import RateLimited, Unauthenticated
 from tripbook.core.logging import get_logger
-from tripbook.core.security import request_claims
+from tripbook.core.security import decode_access_token
 from tripbook.settings import Settings
 
 log = get_logger(__name__)
@@ -54,7 +54,7 @@ class RateLimiter:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token:
             try:
-                return f"user:{request_claims(request, self.settings, token).user_id}"
+                return f"user:{decode_access_token(self.settings, token).user_id}"
             except Unauthenticated:
                 pass  # the auth dependency answers 401; count it against the address
         return f"ip:{client_ip(request, self.settings.trusted_proxies)}"

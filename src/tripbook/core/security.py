@@ -12,7 +12,6 @@ import anyio.to_thread
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from starlette.requests import Request
 
 from tripbook.core.db import MAX_BIGINT
 from tripbook.core.errors import Unauthenticated
@@ -69,22 +68,12 @@ def create_access_token(settings: Settings, *, user_id: int, role: Role) -> str:
     return jwt.encode(payload, settings.jwt_secret.get_secret_value(), algorithm=JWT_ALGORITHM)
 
 
-def request_claims(request: Request, settings: Settings, token: str) -> TokenClaims:
-    """``decode_access_token``, once per request however many dependencies ask."""
-    state = request.scope.setdefault("state", {})
-    cached: tuple[str, TokenClaims] | None = state.get("token_claims")
-    if cached is not None and cached[0] == token:
-        return cached[1]
-    claims = decode_access_token(settings, token)
-    state["token_claims"] = (token, claims)
-    return claims
-
-
 def decode_access_token(settings: Settings, token: str) -> TokenClaims:
     """The token's claims, if it is signed with the secret and not expired.
 
     A signature is checked once per token and process (it is most of a request's JWT
-    cost); its expiry is checked on every use. tripbook revokes no token before its
+    cost), so the rate limiter and the auth dependency may both ask; its expiry is
+    checked on every use. tripbook revokes no token before its
     ``exp``, so a cached verdict is the one a fresh decode would give.
     """
     claims, expires_at = _verified_claims(settings.jwt_secret.get_secret_value(), token)

@@ -9,7 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from tripbook.core.dependencies import SessionDep, SettingsDep
 from tripbook.core.errors import PermissionDenied, Unauthenticated
-from tripbook.core.security import TokenClaims, request_claims
+from tripbook.core.security import TokenClaims, decode_access_token
 from tripbook.users import repository
 from tripbook.users.models import User
 
@@ -28,7 +28,7 @@ async def current_caller(
     """
     if not token:
         raise Unauthenticated("Missing bearer token")
-    claims = request_claims(request, settings, token)
+    claims = decode_access_token(settings, token)
     request.scope.setdefault("state", {})["user_id"] = claims.user_id  # for the access log
     return claims
 
