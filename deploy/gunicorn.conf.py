@@ -62,6 +62,14 @@ def on_starting(server: Any) -> None:
     Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
 
 
+def post_worker_init(worker: Any) -> None:
+    # The app is loaded; what exists now lives as long as the worker (tripbook.core.gc_tuning).
+    from tripbook.core.gc_tuning import tune_garbage_collector
+    from tripbook.settings import get_settings
+
+    tune_garbage_collector(get_settings().gc_gen0_threshold)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 

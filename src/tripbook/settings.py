@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # one UPDATE carry the events of every request committed meanwhile; 0 sends at once.
     relay_linger_s: float = Field(default=0.02, ge=0, le=1)
 
+    # A serving process freezes the loaded app out of the garbage collector and runs a young
+    # collection every this many allocations (Python: 700); 0 keeps Python's defaults.
+    gc_gen0_threshold: int = Field(default=50_000, ge=0, le=10_000_000)
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
