@@ -3,8 +3,9 @@
 Measured under the seat-hold bench (2 workers, 64 connections): with Python's defaults a
 worker ran a young collection every ~700 allocations, each walking the suspended
 coroutines, cells and contexts of every request in flight (~1 ms of CPU apiece), and a
-full collection over the ~160,000 objects of the loaded app paused it for 150-390 ms.
-Together that was about 0.45 ms of CPU per hold, and the pauses set the p99.
+full collection over the ~160,000 objects of the loaded app paused it for up to 390 ms.
+Together that was about 0.4 ms of CPU per hold (10 % of the workers' CPU), and the
+pauses showed in the p99.
 
 So, as the app has finished loading:
 
