@@ -11,6 +11,7 @@ import typer
 from alembic import command
 from alembic.config import Config
 from pydantic import ValidationError
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
 from tripbook.core.security import Role
@@ -45,7 +46,9 @@ async def ensure_database(database_url: str) -> bool:
     try:
         if await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             return False
-        quoted = '"' + name.replace('"', '""') + '"'  # an identifier cannot be a parameter
+        # An identifier cannot be a parameter: quoted by SQLAlchemy's PostgreSQL preparer.
+        preparer = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+        quoted = preparer.quote_identifier(name)
         await connection.execute(f"CREATE DATABASE {quoted}")
         return True
     finally:

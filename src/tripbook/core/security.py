@@ -73,8 +73,8 @@ def decode_access_token(settings: Settings, token: str) -> TokenClaims:
 
     A signature is checked once per token and process (it is most of a request's JWT
     cost), so the rate limiter and the auth dependency may both ask; its expiry is
-    checked on every use. tripbook revokes no token before its
-    ``exp``, so a cached verdict is the one a fresh decode would give.
+    checked on every use. tripbook revokes no token before its ``exp``, so a cached
+    verdict is the one a fresh decode would give.
     """
     claims, expires_at = _verified_claims(settings.jwt_secret.get_secret_value(), token)
     if expires_at <= time.time():
