@@ -34,6 +34,7 @@ from tripbook.core.middleware import (
     CorrelationIdAliasMiddleware,
     SecurityHeadersMiddleware,
     is_valid_request_id,
+    new_request_id,
     security_headers,
 )
 from tripbook.core.problems import PROBLEM_JSON, PROBLEM_RESPONSES
@@ -199,8 +200,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Search trips, hold seats, pay and cancel.",
         lifespan=lifespan,
         debug=settings.debug,
-        openapi_url="/v1/openapi.json",
-        docs_url="/docs" if settings.env != "production" else None,
+        # FastAPI would add its schema and docs routes ahead of ours, so every request would
+        # try them first; they are added last, below.
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
         responses=PROBLEM_RESPONSES,
     )
@@ -229,10 +232,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.env == "production")
     app.add_middleware(AccessLogMiddleware)
-    app.add_middleware(CorrelationIdMiddleware, validator=is_valid_request_id)
+    app.add_middleware(
+        CorrelationIdMiddleware,
+        validator=is_valid_request_id,
+        generator=new_request_id,
+        update_request_header=False,  # the id is read from the context variable, not headers
+    )
     app.add_middleware(CorrelationIdAliasMiddleware)
 
-    app.include_router(probes.router)
+    probes.add_probe_routes(app)
     for router in (auth_router, users_router, trips_router, reservations_router, payments_router):
         app.include_router(router)
+    app.openapi_url = "/v1/openapi.json"
+    app.docs_url = "/docs" if settings.env != "production" else None
+    app.setup()  # adds the schema and docs routes, now after the API's
     return app

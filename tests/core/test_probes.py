@@ -3,6 +3,7 @@ from __future__ import annotations
 import socket
 
 import httpx
+from pydantic import SecretStr
 
 from tripbook.main import create_app
 from tripbook.settings import Settings
@@ -20,6 +21,41 @@ class TestHealthz:
 
         assert response.status_code == 200
         assert response.json() == {"status": "ok"}
+
+
+class TestRouteOrder:
+    """Probes are matched first, the docs last: a request never walks routes it cannot hit
+    before its own (each costs a regex match, an included router several)."""
+
+    def test_probes_first_and_docs_after_the_api(self, settings: Settings) -> None:
+        routes = create_app(settings).router.routes
+        paths = [getattr(route, "path", None) for route in routes]
+
+        assert paths[:3] == ["/healthz", "/readyz", "/metrics"]
+        assert paths[-3:] == ["/v1/openapi.json", "/docs", "/docs/oauth2-redirect"]
+
+    async def test_schema_and_docs_still_served(self, client: httpx.AsyncClient) -> None:
+        schema = await client.get("/v1/openapi.json")
+        docs = await client.get("/docs")
+
+        assert schema.status_code == 200
+        assert "/v1/reservations" in schema.json()["paths"]
+        assert not {"/healthz", "/readyz", "/metrics"} & set(schema.json()["paths"])
+        assert docs.status_code == 200
+        assert "/v1/openapi.json" in docs.text
+
+    async def test_no_docs_in_production(self, settings: Settings) -> None:
+        production = settings.model_copy(
+            update={"env": "production", "jwt_secret": SecretStr("x" * 40)}
+        )
+        app = create_app(production)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            docs = await c.get("/docs")
+            schema = await c.get("/v1/openapi.json")
+
+        assert docs.status_code == 404
+        assert schema.status_code == 200
 
 
 class TestReadyz:

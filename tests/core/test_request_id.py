@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,8 @@ class TestRequestId:
         first = await client.get("/healthz")
         second = await client.get("/healthz")
 
-        assert len(first.headers["x-request-id"]) == 32
+        assert re.fullmatch("[0-9a-f]{32}", first.headers["x-request-id"])
+        assert re.fullmatch("[0-9a-f]{32}", second.headers["x-request-id"])
         assert first.headers["x-request-id"] != second.headers["x-request-id"]
 
     async def test_correlation_id_header_accepted(self, client: httpx.AsyncClient) -> None:
@@ -27,8 +29,7 @@ class TestRequestId:
     async def test_malformed_is_replaced(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
 
-        assert response.headers["x-request-id"] != "bad id\twith spaces"
-        assert len(response.headers["x-request-id"]) == 32
+        assert re.fullmatch("[0-9a-f]{32}", response.headers["x-request-id"])
 
     async def test_in_every_log_line_of_the_request(
         self, client: httpx.AsyncClient, captured_logs: Callable[[], list[dict[str, Any]]]

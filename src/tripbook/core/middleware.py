@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 import time
 
 from asgi_correlation_id import correlation_id
@@ -33,6 +34,12 @@ BASE_SECURITY_HEADERS = {
 }
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=63072000; includeSubDomains"
+
+
+def new_request_id() -> str:
+    # 32 random hex digits, the shape of asgi-correlation-id's default ``uuid4().hex``
+    # (and nginx's $request_id) at a third of its cost: no UUID object is built.
+    return secrets.token_hex(16)
 
 
 def is_valid_request_id(value: str) -> bool:
