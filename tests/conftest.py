@@ -24,6 +24,7 @@ import httpx  # noqa: E402
 import pytest  # noqa: E402
 import structlog  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
 
 from tests.support import world  # noqa: E402
@@ -56,6 +57,12 @@ def test_database() -> str:
 @pytest.fixture(scope="session")
 def settings(test_database: str) -> Settings:
     return Settings()
+
+
+@pytest.fixture
+def production_settings(settings: Settings) -> Settings:
+    """``settings`` for ``env=production``, which refuses to start with the development secret."""
+    return settings.model_copy(update={"env": "production", "jwt_secret": SecretStr("x" * 40)})
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ from __future__ import annotations
 import socket
 
 import httpx
-from pydantic import SecretStr
 
 from tripbook.main import create_app
 from tripbook.settings import Settings
@@ -44,11 +43,8 @@ class TestRouteOrder:
         assert docs.status_code == 200
         assert "/v1/openapi.json" in docs.text
 
-    async def test_no_docs_in_production(self, settings: Settings) -> None:
-        production = settings.model_copy(
-            update={"env": "production", "jwt_secret": SecretStr("x" * 40)}
-        )
-        app = create_app(production)
+    async def test_no_docs_in_production(self, production_settings: Settings) -> None:
+        app = create_app(production_settings)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             docs = await c.get("/docs")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from tests.support.factories import Factories
 from tests.support.servers import Gunicorn, run_gunicorn
@@ -56,11 +56,8 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def production_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    production = settings.model_copy(
-        update={"env": "production", "jwt_secret": SecretStr("x" * 40)}
-    )
-    async for client in serve(production):
+async def production_api(production_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in serve(production_settings):
         yield client
 
 
