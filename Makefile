@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export TRIPBOOK_ENV ?= development
 
-.PHONY: run test lint format typecheck migrate seed worker beat bench load fuzz audit k8s services clean
+.PHONY: run test lint format typecheck migrate seed worker beat bench bench-parts load fuzz audit k8s services clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ beat: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
+
+bench-parts: $(STAMP) ## where a request's CPU goes: the app in one process, parts taken out
+	$(BIN)/python -m tests.bench.parts
 
 load: $(STAMP) ## locust against a local stack (or LOAD_ARGS='--host URL'), then the checks
 	$(BIN)/python -m tests.load.run $(LOAD_ARGS)
