@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from argon2 import PasswordHasher
+from pydantic import SecretStr
 from redis import Redis as SyncRedis
 
 from tests.bench import config
@@ -97,6 +99,14 @@ async def seed(settings: Settings) -> Seed:
         spread_departure_ids=[row["id"] for row in spread],
         hot_departure_id=int(hot),
     )
+
+
+def prepare(jwt_secret: str) -> Seed:
+    """A fresh, migrated and seeded bench database; its accounts' tokens signed with
+    ``jwt_secret`` (the servers' secret)."""
+    asyncio.run(recreate())
+    migrate()
+    return asyncio.run(seed(Settings(env="production", jwt_secret=SecretStr(jwt_secret))))
 
 
 async def _insert_trips(connection: asyncpg.Connection, count: int) -> list[int]:

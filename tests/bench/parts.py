@@ -27,15 +27,15 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, redirect_stdout
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import uvloop
 from fastapi import FastAPI
-from pydantic import SecretStr
 from starlette.types import ASGIApp, Message
 
 from tests.bench import config, database
@@ -173,18 +173,11 @@ def healthz_of(app: ASGIApp) -> Callable[[], Awaitable[int]]:
     return healthz
 
 
-@contextmanager
-def replaced(part: str | None) -> Iterator[None]:
-    if part is None:
-        yield
-        return
-    owner, attribute = HOLD_PARTS[part]
-
+def replaced_by_no_op(owner: object, attribute: str) -> Callable[[], ContextManager[Any]]:
     async def nothing(*_: object, **__: object) -> None:
         return None
 
-    with mock.patch.object(owner, attribute, nothing):
-        yield
+    return lambda: mock.patch.object(owner, attribute, nothing)
 
 
 async def measure_holds(
@@ -203,16 +196,17 @@ async def measure_holds(
         ]
         return await call(app, request_scope("POST", "/v1/reservations", headers), body)
 
-    variants = [None, *HOLD_PARTS]
-    samples: Samples = {
-        ("whole request" if part is None else f"without {part}"): [] for part in variants
+    variants: dict[str, Callable[[], ContextManager[Any]]] = {
+        "whole request": nullcontext,
+        **{f"without {part}": replaced_by_no_op(*target) for part, target in HOLD_PARTS.items()},
     }
+    samples: Samples = {label: [] for label in variants}
     async with app.router.lifespan_context(app):
         await cpu_per_call(args.concurrency * 20, args.concurrency, hold, 201)  # pools, caches
         for _ in range(args.repeats):
-            for part, label in zip(variants, samples, strict=True):
+            for label, variant in variants.items():
                 await database.reset_holds()
-                with replaced(part):
+                with variant():
                     samples[label].append(
                         await cpu_per_call(args.holds, args.concurrency, hold, 201)
                     )
@@ -274,11 +268,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> str:
     seed = None
     if "holds" in args.what:
         say(f"database {config.DATABASE_NAME}: recreating, migrating, seeding")
-        asyncio.run(database.recreate())
-        database.migrate()
-        seed = asyncio.run(
-            database.seed(Settings(env="production", jwt_secret=SecretStr(world.jwt_secret)))
-        )
+        seed = database.prepare(world.jwt_secret)
     report = [f"## Where a request's CPU goes (in one process, medians of {args.repeats})"]
     database.clear_redis_keys()
     # The access lines (and the collector's line) go to a file, as the servers' do.

@@ -16,13 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from tests.bench import config, cpu, database, profile, report, server, wrk
 from tests.bench.scenarios import SCENARIOS, DataFiles, Scenario
 from tests.support import world
 from tests.support.servers import Gunicorn
-from tripbook.settings import Settings
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -147,11 +144,7 @@ class Bench:
 
     def prepare_data(self) -> None:
         say(f"database {config.DATABASE_NAME}: recreating, migrating, seeding")
-        asyncio.run(database.recreate())
-        database.migrate()
-        settings = Settings(env="production", jwt_secret=SecretStr(self.world.jwt_secret))
-        seed = asyncio.run(database.seed(settings))
-        self.files = write_data_files(self.workdir, seed)
+        self.files = write_data_files(self.workdir, database.prepare(self.world.jwt_secret))
 
     def wrk(self, url: str, scenario: Scenario, duration_s: float) -> wrk.WrkResult:
         return wrk.run(
