@@ -103,7 +103,7 @@ async def book_and_cancel(
 
     # The refund is the last thing the journey makes the worker do.
     worker.wait_for_line(
-        lambda line: line.get("event") == "refunds" and line.get("request_id") == ids["cancel"]
+        lambda line: line.get("event") == "refund" and line.get("request_id") == ids["cancel"]
     )
     return Journey(email=email, access_token=access_token, request_ids=ids)
 

@@ -21,6 +21,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "maintenance.sweep_outbox",
             **every(settings.outbox_sweep_interval_s),
         },
+        "reconcile-payments": {
+            "task": "payments.reconcile",
+            **every(settings.payment_reconcile_interval_s),
+        },
         "purge-idempotency-keys": {
             "task": "maintenance.purge_idempotency_keys",
             **every(settings.idempotency_purge_interval_s),

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tripbook.core.db import create_engine, create_sessionmaker
 from tripbook.core.redis import create_redis
 from tripbook.core.relay import OutboxRelay
-from tripbook.payments.gateway import HttpPaymentGateway, PaymentGateway
+from tripbook.payments.gateway import HttpPaymentGateway
+from tripbook.payments.reconciliation import Payments
 from tripbook.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -34,7 +35,7 @@ class Runtime:
     redis: Redis
     relay: OutboxRelay
     http: httpx.AsyncClient
-    gateway: PaymentGateway
+    payments: Payments
 
     async def aclose(self) -> None:
         await self.relay.aclose()
@@ -55,16 +56,17 @@ def start(settings: Settings | None = None) -> Runtime:
     asyncio.set_event_loop(loop)
     # One task at a time per process: a couple of connections is all it ever uses.
     engine = create_engine(settings, pool_size=2, max_overflow=2)
+    sessionmaker = create_sessionmaker(engine)
     http = HttpPaymentGateway.create_client(settings)
     _runtime = Runtime(
         settings=settings,
         loop=loop,
         engine=engine,
-        sessionmaker=create_sessionmaker(engine),
+        sessionmaker=sessionmaker,
         redis=create_redis(settings),
         relay=OutboxRelay(settings, engine),
         http=http,
-        gateway=HttpPaymentGateway(http),
+        payments=Payments(sessionmaker, HttpPaymentGateway(http), settings),
     )
     return _runtime
 

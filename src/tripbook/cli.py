@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 from typing import Annotated, cast
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
+from tripbook.core.logging import configure_logging
 from tripbook.core.security import Role
 from tripbook.settings import get_settings
 from tripbook.users.schemas import UserCreate
@@ -83,6 +85,39 @@ def seed_demo() -> None:
 
     summary = asyncio.run(seed(get_settings()))
     typer.echo(summary)
+
+
+@app.command()
+def reconcile(
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="compare every charge and refund with the gateway's records instead; "
+            "exit 1 on any mismatch",
+        ),
+    ] = False,
+    reservation: Annotated[
+        list[uuid.UUID] | None,
+        typer.Option(help="with --report: only this reservation's money (repeatable)"),
+    ] = None,
+) -> None:
+    """Settle open charges and refunds with the gateway now (what beat runs), or --report."""
+    from tripbook.payments.commands import ledger_report, reconcile_once
+
+    settings = get_settings()
+    configure_logging(settings)
+    if not report:
+        done = asyncio.run(reconcile_once(settings))
+        typer.echo(f"reconciled charges {done.charges or {}} refunds {done.refunds or {}}")
+        return
+    mismatches = asyncio.run(ledger_report(settings, reservation))
+    for line in mismatches:
+        typer.echo(line)
+    if mismatches:
+        typer.echo(f"{len(mismatches)} mismatches", err=True)
+        raise typer.Exit(1)
+    typer.echo("ledger balanced")
 
 
 @app.command("create-user")

@@ -42,6 +42,7 @@ from tripbook.core.ratelimit import RateLimiter
 from tripbook.core.redis import create_redis
 from tripbook.core.relay import OutboxRelay
 from tripbook.core.security import warm_up_password_hashing
+from tripbook.payments.router import ops_router as ops_refunds_router
 from tripbook.payments.router import router as payments_router
 from tripbook.reservations.router import router as reservations_router
 from tripbook.settings import Settings, get_settings
@@ -241,7 +242,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CorrelationIdAliasMiddleware)
 
     probes.add_probe_routes(app)
-    for router in (auth_router, users_router, trips_router, reservations_router, payments_router):
+    for router in (
+        auth_router,
+        users_router,
+        trips_router,
+        reservations_router,
+        payments_router,
+        ops_refunds_router,
+    ):
         app.include_router(router)
     app.openapi_url = "/v1/openapi.json"
     app.docs_url = "/docs" if settings.env != "production" else None

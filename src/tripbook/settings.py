@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     # Time a reservation waits in payment_pending for its settlement before it expires.
     payment_window_s: int = Field(default=900, ge=60)
     payment_max_retries: int = Field(default=6, ge=0, le=50)
+    # Reconciliation asks the gateway about every charge and refund whose outcome is still
+    # open (pending, unknown) and that nothing touched for this long, every interval.
+    payment_reconcile_interval_s: float = Field(default=60.0, gt=0)
+    payment_reconcile_after_s: float = Field(default=600.0, gt=0)
+    payment_reconcile_batch: int = Field(default=50, ge=1, le=1000)
+    # Customers may cancel a confirmed reservation (full refund) until this long before
+    # departure; ops may always cancel.
+    cancellation_deadline_s: int = Field(default=24 * 3600, ge=0)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     smtp_timeout_s: float = Field(default=10.0, gt=0)
@@ -101,6 +109,10 @@ class Settings(BaseSettings):
     # The sweep leaves younger rows to the after-commit relay that is publishing them.
     outbox_sweep_grace_s: float = Field(default=5.0, ge=0)
     outbox_sweep_batch: int = Field(default=200, ge=1, le=10_000)
+    # An event published this long ago that no consumer recorded as processed is published
+    # again (the broker may have lost it); after this many deliveries it is left, and logged.
+    outbox_redeliver_after_s: float = Field(default=900.0, gt=0)
+    outbox_max_deliveries: int = Field(default=10, ge=1, le=1000)
     idempotency_purge_interval_s: float = Field(default=3600.0, gt=0)
     # With PROMETHEUS_MULTIPROC_DIR set, the worker's main process serves /metrics here.
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
@@ -129,6 +141,12 @@ class Settings(BaseSettings):
         if self.broker_visibility_timeout_s <= self.task_retry_backoff_max_s:
             raise ValueError(
                 "TRIPBOOK_BROKER_VISIBILITY_TIMEOUT_S must exceed the longest retry countdown"
+            )
+        # Reconciliation reads "the gateway has no record of this key" as "never sent",
+        # which holds only once no request of ours can still be on its way there.
+        if self.payment_reconcile_after_s <= 2 * self.payment_gateway_timeout_s:
+            raise ValueError(
+                "TRIPBOOK_PAYMENT_RECONCILE_AFTER_S must exceed twice the gateway timeout"
             )
         return self
 

@@ -327,6 +327,13 @@ def test_compose_has_the_whole_system(services: dict[str, dict[str, Any]]) -> No
     assert set(services) == {"postgres", "redis", *APP_ROLES, *SANDBOXES}
 
 
+def test_the_broker_keeps_its_tasks_across_a_restart(services: dict[str, dict[str, Any]]) -> None:
+    """Redis is the broker: its append-only file, on a volume, survives a restart."""
+    command = services["redis"]["command"]
+    assert command == ["redis-server", "--appendonly", "yes", "--appendfsync", "everysec"]
+    assert services["redis"]["volumes"] == ["redisdata:/data"]
+
+
 def test_every_service_is_healthchecked_or_runs_once(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
         if _run_once(service):

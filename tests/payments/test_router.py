@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.core.test_errors import assert_problem
 from tests.support.factories import Account, Factories
+from tests.support.payments import settle_as
 from tests.support.workers import eventually
 from tripbook.core.db import unit_of_work
 from tripbook.core.outbox import OutboxEvent
 from tripbook.main import create_app
+from tripbook.payments.gateway import Declined
 from tripbook.payments.models import Payment
 from tripbook.reservations.models import Reservation
 from tripbook.settings import Settings
@@ -288,8 +290,17 @@ class TestGetPayment:
 
         assert response.status_code == 200
         body = response.json()
-        assert set(body) == {"status", "attempts", "last_error", "updated_at"}
+        assert set(body) == {
+            "status",
+            "amount",
+            "attempts",
+            "last_error",
+            "refunds",
+            "created_at",
+            "updated_at",
+        }
         assert (body["status"], body["attempts"], body["last_error"]) == ("pending", 0, None)
+        assert (body["amount"], body["refunds"]) == ({"amount": 5000, "currency": "EUR"}, [])
         updated_at = datetime.fromisoformat(body["updated_at"])
         assert abs(updated_at - datetime.now(UTC)) < timedelta(seconds=30)
 
@@ -302,12 +313,14 @@ class TestGetPayment:
     ) -> None:
         held = await hold(client, factories, customer)
         await self.pay(client, customer, held["id"])
-        await set_charge(sessionmaker, held["id"], attempts=3, error="timeout: ReadTimeout")
+        await set_charge(
+            sessionmaker, held["id"], status="unknown", attempts=3, error="timeout: ReadTimeout"
+        )
 
         response = await client.get(pay_url(held["id"]), headers=customer.headers)
 
         body = response.json()
-        assert (body["status"], body["attempts"]) == ("pending", 3)
+        assert (body["status"], body["attempts"]) == ("unknown", 3)
         assert body["last_error"] == "The payment provider did not answer in time. Retrying."
 
     @pytest.mark.parametrize(
@@ -341,7 +354,7 @@ class TestGetPayment:
         assert "tok_secret" not in response.text
         assert "https://" not in response.text
 
-    async def test_latest_charge(
+    async def test_latest_charge_after_paying_again(
         self,
         client: httpx.AsyncClient,
         factories: Factories,
@@ -350,27 +363,18 @@ class TestGetPayment:
     ) -> None:
         held = await hold(client, factories, customer)
         await self.pay(client, customer, held["id"])
-        await set_charge(sessionmaker, held["id"], status="failed", error="card_declined")
-        # A second try after the decline (payment_failed → held → paid again).
-        async with unit_of_work(sessionmaker) as session:
-            retry_id = uuid.uuid4()
-            session.add(
-                Payment(
-                    id=retry_id,
-                    reservation_id=uuid.UUID(held["id"]),
-                    kind="charge",
-                    status="succeeded",
-                    amount=5000,
-                    currency="EUR",
-                    idempotency_key=f"charge-{retry_id}",
-                    attempts=2,
-                )
-            )
+        assert await settle_as(sessionmaker, held["id"], Declined("card_declined")) == "failed"
+        await self.pay(client, customer, held["id"])  # another card
 
         response = await client.get(pay_url(held["id"]), headers=customer.headers)
 
         body = response.json()
-        assert (body["status"], body["attempts"], body["last_error"]) == ("succeeded", 2, None)
+        assert (body["status"], body["attempts"], body["last_error"]) == ("pending", 0, None)
+        declined, retried = sorted(
+            await payments(sessionmaker, held["id"]), key=lambda p: p.created_at
+        )
+        assert (declined.status, retried.status) == ("failed", "pending")
+        assert declined.idempotency_key != retried.idempotency_key
 
     async def test_not_paid_yet(
         self, client: httpx.AsyncClient, factories: Factories, customer: Account

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -50,6 +50,15 @@ def refund(http: httpx.Client, key: str, charge_id: str, amount: int) -> httpx.R
         "/v1/refunds",
         json={"charge_id": charge_id, "amount": amount},
         headers={"Idempotency-Key": key},
+    )
+
+
+async def in_flight(gateway: PaymentSandbox, key: str) -> None:
+    """Wait until the gateway is processing the charge under ``key``."""
+    await eventually(
+        lambda: [c["status"] for c in gateway.charges(key)] == ["processing"],
+        timeout_s=5.0,
+        what=f"charge {key} to be in flight",
     )
 
 
@@ -104,6 +113,46 @@ class TestCharge:
         assert response.status_code == 201
         assert response.elapsed.total_seconds() >= 0.2
 
+    def test_busy_twice_then_approve(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
+        key = new_key()
+
+        first = charge(http, key, card="tok_busy_2_then_approve")
+        listed_while_busy = gateway.charges(key)
+        second = charge(http, key, card="tok_busy_2_then_approve")
+        third = charge(http, key, card="tok_busy_2_then_approve")
+
+        assert (first.status_code, first.json()) == (409, {"error": "idempotency_key_in_use"})
+        assert (second.status_code, second.json()) == (409, {"error": "idempotency_key_in_use"})
+        assert third.status_code == 201
+        assert listed_while_busy == []  # a 409 is not final: nothing happened yet
+        assert gateway.stats()["charges"][key] == {"applied": 1, "attempts": 3}
+
+    async def test_hang_after_apply(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
+        key = new_key()
+        body = charge_body("tok_hang_after_apply_1500")
+
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10.0) as client:
+            late = asyncio.ensure_future(
+                client.post("/v1/charges", json=body, headers={"Idempotency-Key": key})
+            )
+            await eventually(
+                lambda: gateway.stats()["charges"].get(key, {}).get("applied") == 1,
+                timeout_s=5.0,
+                what="the charge to be applied",
+            )
+            answered_yet = late.done()
+            replay = charge(http, key, card="tok_hang_after_apply_1500")
+            answer = await late
+
+        assert answered_yet is False
+        assert (replay.status_code, replay.json()) == (201, answer.json())
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.elapsed.total_seconds() < 1.5
+        assert answer.status_code == 201
+        assert "idempotent-replayed" not in answer.headers
+        assert answer.elapsed.total_seconds() >= 1.5
+        assert gateway.stats()["charges"][key] == {"applied": 1, "attempts": 2}
+
     def test_unknown_token(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
         key = new_key()
 
@@ -138,36 +187,60 @@ class TestIdempotency:
 
         response = charge(http, key, amount=2000)
 
-        assert response.status_code == 409
+        assert response.status_code == 422
         assert response.json() == {"error": "idempotency_key_mismatch"}
-        assert gateway.stats()["charges"][key]["applied"] == 1
+        assert gateway.stats()["charges"][key] == {"applied": 1, "attempts": 1}
 
-    async def test_concurrent_same_key_applies_once(self, gateway: PaymentSandbox) -> None:
+    async def test_concurrent_same_key_is_409_and_applies_once(
+        self, http: httpx.Client, gateway: PaymentSandbox
+    ) -> None:
         key = new_key()
-        # A slow approval keeps the first request in flight while the other 19 arrive.
-        body, headers = charge_body("tok_slow_100"), {"Idempotency-Key": key}
 
         async with httpx.AsyncClient(base_url=gateway.url, timeout=10.0) as client:
-            responses = await asyncio.gather(
-                *(client.post("/v1/charges", json=body, headers=headers) for _ in range(20))
+            first = asyncio.ensure_future(
+                client.post(
+                    "/v1/charges",
+                    json=charge_body("tok_slow_1000"),
+                    headers={"Idempotency-Key": key},
+                )
             )
+            await in_flight(gateway, key)
+            second = charge(http, key, card="tok_slow_1000")
+            done = await first
 
-        assert {r.status_code for r in responses} == {201}
-        assert len({r.json()["id"] for r in responses}) == 1
-        assert gateway.stats()["charges"][key] == {"applied": 1, "attempts": 20}
+        assert (second.status_code, second.json()) == (409, {"error": "idempotency_key_in_use"})
+        assert "idempotent-replayed" not in second.headers
+        assert done.status_code == 201
+        assert gateway.stats()["charges"][key] == {"applied": 1, "attempts": 2}
+        # The 409 was not final: a retry now gets the charge the first request made.
+        retried = charge(http, key, card="tok_slow_1000")
+        assert (retried.status_code, retried.json()) == (201, done.json())
+        assert retried.headers["idempotent-replayed"] == "true"
 
-    def test_timeout_is_not_final(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
+    async def test_timeout_is_not_final(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
         key, body = new_key(), charge_body("tok_timeout")
         headers = {"Idempotency-Key": key}
 
         with pytest.raises(httpx.ReadTimeout):
             http.post("/v1/charges", json=body, headers=headers, timeout=0.3)
+        # The abandoned request still hangs at the gateway: a retry now is turned away...
+        impatient = http.post("/v1/charges", json=body, headers=headers)
+        await eventually(
+            lambda: gateway.charges(key) == [],
+            timeout_s=5 * TIMEOUT_DELAY_S,
+            what="the abandoned request to time out",
+        )
+        # ...and once it timed out (not final), the next one is handled afresh.
         patient = http.post("/v1/charges", json=body, headers=headers, timeout=10 * TIMEOUT_DELAY_S)
 
+        assert (impatient.status_code, impatient.json()) == (
+            409,
+            {"error": "idempotency_key_in_use"},
+        )
         assert patient.status_code == 504
         assert patient.json() == {"error": "processor_timeout"}
         assert "idempotent-replayed" not in patient.headers
-        assert gateway.stats()["charges"][key] == {"applied": 0, "attempts": 2}
+        assert gateway.stats()["charges"][key] == {"applied": 0, "attempts": 3}
 
 
 class TestRefund:
@@ -199,15 +272,18 @@ class TestRefund:
 
         assert (response.status_code, response.json()) == (404, {"error": "no_such_charge"})
 
-    def test_over_refund(self, http: httpx.Client, charge_id: str) -> None:
+    def test_over_refund(self, http: httpx.Client, gateway: PaymentSandbox, charge_id: str) -> None:
         assert refund(http, new_key(), charge_id, 600).status_code == 201
+        over_key = new_key()
 
-        over = refund(http, new_key(), charge_id, 401)
+        over = refund(http, over_key, charge_id, 401)
         rest = refund(http, new_key(), charge_id, 400)
 
         assert over.status_code == 409
         assert over.json() == {"error": "refund_exceeds_charge", "refundable": 400}
         assert rest.status_code == 201
+        # A 409 is never final, so the processor shows nothing under that key.
+        assert gateway.refunds(over_key) == []
 
     def test_replay_refunds_once(
         self, http: httpx.Client, gateway: PaymentSandbox, charge_id: str
@@ -238,6 +314,30 @@ class TestRefund:
         assert response.status_code == 201
         assert response.elapsed.total_seconds() >= 0.3
         assert gateway.stats()["refunds"][key] == {"applied": 1, "attempts": 1}
+
+    def test_refuse_refunds_token(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
+        charge_key = new_key()
+        charged = charge(http, charge_key, card="tok_refund_refuse_2", amount=1000)
+        charge_id = charged.json()["id"]
+        first_key, second_key, third_key = new_key(), new_key(), new_key()
+
+        first = refund(http, first_key, charge_id, 1000)
+        replayed = refund(http, first_key, charge_id, 1000)
+        second = refund(http, second_key, charge_id, 1000)
+        third = refund(http, third_key, charge_id, 1000)
+
+        assert charged.status_code == 201
+        assert (first.status_code, first.json()) == (402, {"error": "refund_declined"})
+        # Final for its key: the replay does not count as one of the N refused requests.
+        assert (replayed.status_code, replayed.json()) == (402, {"error": "refund_declined"})
+        assert replayed.headers["idempotent-replayed"] == "true"
+        assert (second.status_code, second.json()) == (402, {"error": "refund_declined"})
+        assert third.status_code == 201
+        stats = gateway.stats()["refunds"]
+        assert stats[first_key] == {"applied": 0, "attempts": 2}
+        assert stats[second_key] == {"applied": 0, "attempts": 1}
+        assert stats[third_key] == {"applied": 1, "attempts": 1}
+        assert [c["refunded"] for c in gateway.charges(charge_key)] == [1000]
 
 
 class TestLatency:
@@ -279,6 +379,16 @@ class TestLatency:
         assert retried.headers["idempotent-replayed"] == "true"
         assert slow_gateway.stats()["charges"][key] == {"applied": 1, "attempts": 2}
 
+    def test_replays_wait_too(self, http: httpx.Client, slow_gateway: PaymentSandbox) -> None:
+        key = new_key()
+        first = charge(http, key)
+
+        replay = charge(http, key)
+
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert (replay.status_code, replay.json()) == (201, first.json())
+        assert replay.elapsed.total_seconds() >= 0.3
+
     def test_off_again(self, http: httpx.Client, slow_gateway: PaymentSandbox) -> None:
         slow_gateway.set_latency(0)
 
@@ -294,6 +404,282 @@ class TestLatency:
         slow_gateway.reset()
 
         assert charge(http, new_key()).elapsed.total_seconds() < 0.3
+
+
+def send_until_each_fault(
+    gateway: PaymentSandbox, send: Callable[[str], httpx.Response]
+) -> dict[str, str]:
+    """Send with fresh keys (faults at rate 1) until one request met a fault before being
+    processed and one after; returns the key of each. Which point a draw hits is up to the
+    seeded random generator, so the stats say which one it was."""
+    keys: dict[str, str] = {}
+    for _ in range(30):
+        injected = gateway.stats()["faults_injected"]
+        key = new_key()
+        response = send(key)
+        now = gateway.stats()["faults_injected"]
+        point = "before" if now["before"] == injected["before"] + 1 else "after"
+        assert now == {**injected, point: injected[point] + 1}
+        assert (response.status_code, response.json()) == (503, {"error": "processor_unavailable"})
+        keys.setdefault(point, key)
+        if len(keys) == 2:
+            return keys
+    raise AssertionError(f"30 faults, all {list(keys)}")
+
+
+class TestFaults:
+    @pytest.fixture
+    def faulty_gateway(self, gateway: PaymentSandbox) -> Iterator[PaymentSandbox]:
+        gateway.set_faults(1, seed=1234)
+        try:
+            yield gateway
+        finally:
+            gateway.set_faults(0)
+
+    def test_charge_before_and_after(
+        self, http: httpx.Client, faulty_gateway: PaymentSandbox
+    ) -> None:
+        keys = send_until_each_fault(faulty_gateway, lambda key: charge(http, key))
+        faulty_gateway.set_faults(0)
+
+        stats = faulty_gateway.stats()["charges"]
+        assert stats[keys["before"]] == {"applied": 0, "attempts": 1}
+        assert stats[keys["after"]] == {"applied": 1, "attempts": 1}
+        assert faulty_gateway.charges(keys["before"]) == []
+        [after] = faulty_gateway.charges(keys["after"])
+        assert after["status"] == "succeeded"
+        # The "after" charge went through: a retry learns of it, and charges nothing more.
+        replay = charge(http, keys["after"])
+        assert replay.status_code == 201
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.json()["id"] == after["id"]
+        # The "before" one never happened: a retry is handled afresh.
+        retried = charge(http, keys["before"])
+        assert retried.status_code == 201
+        assert "idempotent-replayed" not in retried.headers
+        assert faulty_gateway.stats()["charges"][keys["before"]] == {"applied": 1, "attempts": 2}
+
+    def test_refund_before_and_after(
+        self, http: httpx.Client, faulty_gateway: PaymentSandbox
+    ) -> None:
+        faulty_gateway.set_faults(0)
+        charge_id = charge(http, new_key(), amount=1000).json()["id"]
+        faulty_gateway.set_faults(1, seed=99)
+
+        keys = send_until_each_fault(faulty_gateway, lambda key: refund(http, key, charge_id, 10))
+        faulty_gateway.set_faults(0)
+
+        stats = faulty_gateway.stats()["refunds"]
+        assert stats[keys["before"]] == {"applied": 0, "attempts": 1}
+        assert stats[keys["after"]] == {"applied": 1, "attempts": 1}
+        assert faulty_gateway.refunds(keys["before"]) == []
+        assert [r["status"] for r in faulty_gateway.refunds(keys["after"])] == ["succeeded"]
+        replay = refund(http, keys["after"], charge_id, 10)
+        assert (replay.status_code, replay.headers["idempotent-replayed"]) == (201, "true")
+
+    def test_same_seed_same_faults(
+        self, http: httpx.Client, faulty_gateway: PaymentSandbox
+    ) -> None:
+        def points() -> list[str]:
+            faulty_gateway.set_faults(1, seed=7)
+            seen = []
+            for _ in range(8):
+                injected = faulty_gateway.stats()["faults_injected"]
+                charge(http, new_key())
+                now = faulty_gateway.stats()["faults_injected"]
+                seen.append("before" if now["before"] > injected["before"] else "after")
+            return seen
+
+        first = points()
+
+        assert points() == first
+        assert set(first) == {"before", "after"}
+
+    def test_replays_and_mismatches_are_spared(
+        self, http: httpx.Client, gateway: PaymentSandbox
+    ) -> None:
+        key = new_key()
+        first = charge(http, key)
+        gateway.set_faults(1, seed=5)
+        try:
+            injected = gateway.stats()["faults_injected"]
+            replay = charge(http, key)
+            mismatch = charge(http, key, amount=1)
+            assert gateway.stats()["faults_injected"] == injected
+        finally:
+            gateway.set_faults(0)
+
+        assert (replay.status_code, replay.json()) == (201, first.json())
+        assert mismatch.status_code == 422
+
+    def test_off_again(self, http: httpx.Client, faulty_gateway: PaymentSandbox) -> None:
+        faulty_gateway.set_faults(0)
+
+        assert charge(http, new_key()).status_code == 201
+
+    def test_reset_ends_it(self, http: httpx.Client, faulty_gateway: PaymentSandbox) -> None:
+        assert charge(http, new_key()).status_code == 503
+
+        faulty_gateway.reset()
+
+        assert charge(http, new_key()).status_code == 201
+        assert faulty_gateway.stats()["faults_injected"] == {"before": 0, "after": 0}
+
+    def test_answer(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
+        try:
+            response = http.put("/_sandbox/faults", json={"error_rate": 0.25, "seed": 3})
+        finally:
+            gateway.set_faults(0)
+
+        assert (response.status_code, response.json()) == (200, {"error_rate": 0.25, "seed": 3})
+
+    @pytest.mark.parametrize(
+        "content",
+        [
+            b"{}",
+            b"[]",
+            b'{"error_rate": -0.1}',
+            b'{"error_rate": 1.5}',
+            b'{"error_rate": NaN}',
+            b'{"error_rate": "0.5"}',
+            b'{"error_rate": true}',
+            b'{"error_rate": 0.5, "seed": "7"}',
+            b'{"error_rate": 0.5, "seed": 1.5}',
+            b'{"error_rate": 0.5, "seed": false}',
+        ],
+    )
+    def test_bad_request(self, http: httpx.Client, content: bytes) -> None:
+        response = http.put("/_sandbox/faults", content=content)
+
+        assert (response.status_code, response.json()) == (400, {"error": "bad_request"})
+
+
+class TestLookup:
+    def test_succeeded(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
+        key = new_key()
+        charge_id = charge(http, key, amount=1000).json()["id"]
+        refund(http, new_key(), charge_id, 300)
+
+        response = http.get("/v1/charges", params={"idempotency_key": key})
+
+        assert response.status_code == 200
+        assert response.json() == {
+            "items": [
+                {
+                    "id": charge_id,
+                    "idempotency_key": key,
+                    "status": "succeeded",
+                    "amount": 1000,
+                    "currency": "EUR",
+                    "refunded": 300,
+                    "error": None,
+                }
+            ]
+        }
+
+    def test_failed(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
+        key = new_key()
+        charge(http, key, card="tok_decline", amount=700)
+
+        assert gateway.charges(key) == [
+            {
+                "id": None,
+                "idempotency_key": key,
+                "status": "failed",
+                "amount": 700,
+                "currency": "EUR",
+                "refunded": 0,
+                "error": "card_declined",
+            }
+        ]
+
+    async def test_processing_while_in_flight(
+        self, http: httpx.Client, gateway: PaymentSandbox
+    ) -> None:
+        key = new_key()
+
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10.0) as client:
+            pending = asyncio.ensure_future(
+                client.post(
+                    "/v1/charges",
+                    json=charge_body("tok_slow_1000"),
+                    headers={"Idempotency-Key": key},
+                )
+            )
+            await in_flight(gateway, key)
+            while_in_flight = gateway.charges(key)
+            done = await pending
+
+        assert while_in_flight == [
+            {
+                "id": None,
+                "idempotency_key": key,
+                "status": "processing",
+                "amount": 1250,
+                "currency": "EUR",
+                "refunded": 0,
+                "error": None,
+            }
+        ]
+        [after] = gateway.charges(key)
+        assert (after["status"], after["id"]) == ("succeeded", done.json()["id"])
+
+    def test_absent_when_nothing_happened(
+        self, http: httpx.Client, gateway: PaymentSandbox
+    ) -> None:
+        unavailable = new_key()
+        assert charge(http, unavailable, card="tok_fail_1_then_approve").status_code == 503
+
+        assert gateway.charges(unavailable) == []
+        assert gateway.charges(new_key()) == []
+        assert gateway.refunds(new_key()) == []
+
+    def test_lists_all(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
+        gateway.reset()
+        approved, declined, unavailable = new_key(), new_key(), new_key()
+        charge_id = charge(http, approved, amount=500).json()["id"]
+        charge(http, declined, card="tok_decline", amount=600)
+        charge(http, unavailable, card="tok_fail_1_then_approve")
+
+        listed = gateway.charges()
+
+        assert [(c["idempotency_key"], c["status"]) for c in listed] == [
+            (approved, "succeeded"),
+            (declined, "failed"),
+        ]
+        assert listed[0]["id"] == charge_id
+
+    def test_refunds(self, http: httpx.Client, gateway: PaymentSandbox) -> None:
+        gateway.reset()
+        charge_id = charge(http, new_key(), amount=1000).json()["id"]
+        refunded, unknown = new_key(), new_key()
+        refund_id = refund(http, refunded, charge_id, 250).json()["id"]
+        refund(http, unknown, "ch_doesnotexist", 100)
+
+        response = http.get("/v1/refunds")
+
+        assert response.status_code == 200
+        assert response.json() == {
+            "items": [
+                {
+                    "id": refund_id,
+                    "idempotency_key": refunded,
+                    "status": "succeeded",
+                    "charge_id": charge_id,
+                    "amount": 250,
+                    "error": None,
+                },
+                {
+                    "id": None,
+                    "idempotency_key": unknown,
+                    "status": "failed",
+                    "charge_id": "ch_doesnotexist",
+                    "amount": 100,
+                    "error": "no_such_charge",
+                },
+            ]
+        }
+        assert gateway.refunds(refunded) == response.json()["items"][:1]
 
 
 class TestBadRequest:
@@ -361,7 +747,13 @@ class TestSandboxEndpoints:
         response = http.post("/_sandbox/reset")
 
         assert response.status_code == 204
-        assert gateway.stats() == {"charges": {}, "refunds": {}, "last_request_ids": []}
+        assert gateway.stats() == {
+            "charges": {},
+            "refunds": {},
+            "last_request_ids": [],
+            "faults_injected": {"before": 0, "after": 0},
+        }
+        assert gateway.charges() == []
         assert refund(http, new_key(), charge_id, 1).status_code == 404
 
     def test_healthz(self, http: httpx.Client) -> None:

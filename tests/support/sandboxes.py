@@ -92,6 +92,28 @@ class PaymentSandbox(RunningProcess):
         response = httpx.put(f"{self.url}/_sandbox/latency", json={"delay_s": delay_s}, timeout=5.0)
         response.raise_for_status()
 
+    def set_faults(self, error_rate: float, seed: int | None = None) -> None:
+        """Answer each charge and refund 503 with probability ``error_rate`` (0: off), half
+        the time before and half after applying it; a ``seed`` makes the draws repeatable."""
+        body = {"error_rate": error_rate, "seed": seed}
+        response = httpx.put(f"{self.url}/_sandbox/faults", json=body, timeout=5.0)
+        response.raise_for_status()
+
+    def charges(self, idempotency_key: str | None = None) -> list[dict[str, Any]]:
+        """The processor's view of its charges (all, or the one under ``idempotency_key``)."""
+        return self._items("/v1/charges", idempotency_key)
+
+    def refunds(self, idempotency_key: str | None = None) -> list[dict[str, Any]]:
+        """The processor's view of its refunds (all, or the one under ``idempotency_key``)."""
+        return self._items("/v1/refunds", idempotency_key)
+
+    def _items(self, path: str, idempotency_key: str | None) -> list[dict[str, Any]]:
+        params = {"idempotency_key": idempotency_key} if idempotency_key is not None else None
+        response = httpx.get(f"{self.url}{path}", params=params, timeout=5.0)
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
 
 @dataclass
 class SmtpSink(RunningProcess):

@@ -33,6 +33,9 @@ pytestmark = pytest.mark.slow
 RESTORE_ENV = {
     "TRIPBOOK_BROKER_VISIBILITY_TIMEOUT_S": "2",
     "TRIPBOOK_BROKER_RESTORE_INTERVAL_S": "0.5",
+    # While the dead worker's call is still being handled, the gateway answers 409 "key
+    # in use": enough retries to outlast it, so the successor itself finishes the job.
+    "TRIPBOOK_PAYMENT_MAX_RETRIES": "30",
 }
 
 
@@ -66,14 +69,18 @@ async def test_settlement_survives_a_killed_worker(
 
     reservation = await booking.reservation(held["id"])
     assert reservation.status == "payment_pending"
+    [payment] = await booking.payments(held["id"])
+    assert (payment.status, payment.attempts) == ("unknown", 1)  # sent; outcome not known
 
     with run_worker(jobs_log_dir, env={**worker_env, **RESTORE_ENV}, name="successor"):
         await booking.wait_for_status(held["id"], "confirmed", timeout_s=30)
 
     [payment] = await booking.payments(held["id"])
-    assert (payment.status, payment.attempts) == ("succeeded", 2)
+    assert payment.status == "succeeded"
+    assert payment.attempts >= 2
+    # Every call reached the gateway (those during the dead one's were told "in use").
     charge = payment_sandbox.stats()["charges"][payment.idempotency_key]
-    assert charge == {"applied": 1, "attempts": 2}
+    assert charge == {"applied": 1, "attempts": payment.attempts}
 
 
 async def test_sigterm_during_a_settlement_lets_it_finish(
@@ -132,7 +139,7 @@ async def test_refund_survives_a_killed_worker(
         assert doomed.popen.returncode == -9
 
     [refund] = await booking.payments(held["id"], kind="refund")
-    assert (refund.status, refund.attempts) == ("pending", 1)
+    assert (refund.status, refund.attempts) == ("unknown", 1)  # sent; outcome not known
 
     with run_worker(jobs_log_dir, env={**worker_env, **RESTORE_ENV}, name="successor"):
 
@@ -143,8 +150,12 @@ async def test_refund_survives_a_killed_worker(
         await eventually(refunded, timeout_s=30, what="the refund to succeed")
 
     [refund] = await booking.payments(held["id"], kind="refund")
-    assert (refund.attempts, refund.amount, refund.error) == (2, 5000, None)
-    assert payment_sandbox.stats()["refunds"][refund_key] == {"applied": 1, "attempts": 2}
+    assert (refund.amount, refund.error) == (5000, None)
+    assert refund.attempts >= 2
+    assert payment_sandbox.stats()["refunds"][refund_key] == {
+        "applied": 1,
+        "attempts": refund.attempts,
+    }
     assert (await booking.reservation(held["id"])).status == "cancelled"
     assert await booking.factories.seats_available(departure.id) == 4
 

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from functools import partial
 
 import httpx
 import pytest
 from celery import Celery
 from fastapi import FastAPI
-from redis import Redis as SyncRedis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
+from tests.support.redis_server import redis_server
 from tests.support.sandboxes import PaymentSandbox, SmtpSink, free_port
-from tests.support.workers import CeleryProcess, eventually, wait_for_messages
+from tests.support.workers import CeleryProcess, eventually, finished, wait_for_messages
 from tests.workers.conftest import Booking, expire_now
 from tripbook.core.outbox import Message, OutboxEvent
 from tripbook.core.relay import create_client, send_batch
 from tripbook.main import create_app
-from tripbook.payments.models import Payment
 from tripbook.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -102,19 +99,19 @@ async def test_a_payment_never_sent_before_its_window_closed_takes_no_money(
     await down.pay(account, held["id"], "tok_approve")
     await expire_now(booking, held["id"])
 
-    broker.send_task("maintenance.expire_holds", queue="maintenance")
-    await booking.wait_for_status(held["id"], "expired")
-    assert await booking.factories.seats_available(departure.id) == 3
+    # The expiry sweep leaves a reservation waiting for its money alone...
+    sweep = broker.send_task("maintenance.expire_holds", queue="maintenance")
+    await eventually(partial(finished, [worker], sweep.id), what="the expiry sweep")
+    assert (await booking.reservation(held["id"])).status == "payment_pending"
+    # ...and the settlement, published at last, sees the window closed before any charge.
     broker.send_task("maintenance.sweep_outbox", queue="maintenance")
 
-    async def settled() -> Payment | None:
-        [payment] = await booking.payments(held["id"])
-        return payment if payment.status != "pending" else None
-
-    payment = await eventually(settled, what="the settlement")
-    assert (payment.status, payment.attempts) == ("failed", 0)
-    assert payment.error == "reservation expired before the charge was attempted"
+    await booking.wait_for_status(held["id"], "expired")
+    [payment] = await booking.payments(held["id"])
+    assert (payment.status, payment.attempts, payment.payment_token) == ("failed", 0, None)
+    assert payment.error == "the payment window closed before the charge was attempted"
     assert payment.idempotency_key not in payment_sandbox.stats()["charges"]
+    assert await booking.factories.seats_available(departure.id) == 3
 
 
 async def test_the_sweep_reports_the_backlog(
@@ -149,7 +146,7 @@ async def test_the_relay_client_recovers_when_redis_returns(settings: Settings) 
         assert error is not None
         assert "Connection refused" in error
 
-        with _redis_server(port) as redis:
+        with redis_server(port) as redis:
             assert send_batch(client, [message]) == {message.event_id: None}
             assert redis.llen(f"{settings.redis_key_prefix}email") == 1
             sent = json.loads(redis.lpop(f"{settings.redis_key_prefix}email"))
@@ -158,40 +155,6 @@ async def test_the_relay_client_recovers_when_redis_returns(settings: Settings) 
             assert sent["headers"]["task"] == "email.send"
     finally:
         client.close()
-
-
-@contextmanager
-def _redis_server(port: int) -> Iterator[SyncRedis]:
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    redis = SyncRedis(port=port, db=1, socket_connect_timeout=1)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.ping()
-                break
-            except RedisConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)  # poll interval
-        yield redis
-    finally:
-        redis.close()
-        process.terminate()
-        process.wait()
 
 
 def test_an_unroutable_event_does_not_block_the_others(settings: Settings) -> None:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from celery import Celery
 
+from tests.support.money import emails_sent, subjects
 from tests.support.sandboxes import PaymentSandbox, SmtpSink
 from tests.support.workers import (
     CeleryProcess,
@@ -88,8 +89,12 @@ class TestSettlement:
         charge = payment_sandbox.stats()["charges"][payment.idempotency_key]
         assert charge == {"applied": 1, "attempts": 3}
 
-    async def test_spent_retries_count_as_a_decline(
-        self, worker: CeleryProcess, booking: Booking, payment_sandbox: PaymentSandbox
+    async def test_spent_retries_leave_it_unknown_for_reconciliation(
+        self,
+        worker: CeleryProcess,
+        booking: Booking,
+        payment_sandbox: PaymentSandbox,
+        smtp_sink: SmtpSink,
     ) -> None:
         account, departure = await booking.customer_and_departure(seats=5)
         held = await booking.hold(account, departure.id, seats=2)
@@ -97,16 +102,22 @@ class TestSettlement:
         # Three attempts are allowed here (TRIPBOOK_PAYMENT_MAX_RETRIES=2); all fail.
         await booking.pay(account, held["id"], "tok_fail_5_then_approve")
 
-        await booking.wait_for_status(held["id"], "payment_failed")
-        assert await booking.factories.seats_available(departure.id) == 5
+        [event] = [e for e in await booking.events(held["id"]) if e.task == "payments.settle"]
+        await eventually(partial(finished, [worker], event.id, at_least=3), what="3 attempts")
         [payment] = await booking.payments(held["id"])
+        # No definite answer: unknown, never a decline; the seats stay held.
         assert (payment.status, payment.attempts, payment.error) == (
-            "failed",
+            "unknown",
             3,
             "processor_unavailable",
         )
+        assert (await booking.reservation(held["id"])).status == "payment_pending"
+        assert await booking.factories.seats_available(departure.id) == 3
         charge = payment_sandbox.stats()["charges"][payment.idempotency_key]
         assert charge == {"applied": 0, "attempts": 3}
+        assert await emails_sent(
+            booking.sessionmaker, smtp_sink, to=account.email, reservation_id=held["id"]
+        ) == subjects(held["id"], "reservation_held")
 
     async def test_a_task_delivered_twice_charges_and_emails_once(
         self,

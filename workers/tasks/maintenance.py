@@ -1,4 +1,4 @@
-"""Beat's periodic jobs: expire holds, sweep the outbox, purge idempotency keys.
+"""Beat's periodic jobs: expire holds, sweep and redeliver the outbox, purge idempotency keys.
 
 Each is safe to run on several workers at once: expiry and the sweep take their rows
 with ``FOR UPDATE SKIP LOCKED``, and the purge deletes only what has expired.
@@ -57,7 +57,11 @@ async def publish_leftovers() -> int:
             break
     if published:
         log.info("outbox_swept", published=published, backlog=result.backlog)
-    return published
+    return published + await rt.relay.redeliver(
+        older_than=timedelta(seconds=rt.settings.outbox_redeliver_after_s),
+        batch=rt.settings.outbox_sweep_batch,
+        max_deliveries=rt.settings.outbox_max_deliveries,
+    )
 
 
 @app.task(name="maintenance.purge_idempotency_keys")

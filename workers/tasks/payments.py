@@ -1,9 +1,11 @@
-"""``payments.settle`` and ``payments.refund``: talk to the gateway outside any transaction.
+"""``payments.settle``, ``payments.refund`` and ``payments.reconcile``.
 
-Both follow the same shape (see ``tripbook.payments.service``): record the attempt and
-commit, call the gateway with the payment's idempotency key, then apply the answer in one
-transaction that also claims the outbox event. A retryable failure is retried with
-backoff and jitter; once the retries are spent it counts as a decline.
+Settle and refund run one attempt per delivery (``tripbook.payments.reconciliation``): the
+attempt is recorded and committed, the gateway is called with the payment's idempotency
+key outside any transaction, and its answer applied in a second transaction. While the
+answer is not definite the task retries with backoff and jitter; once its retries are
+spent the payment stays ``unknown`` and the event is handed to reconciliation (beat's
+``payments.reconcile``), never counted as a decline.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from typing import Any
 from asgi_correlation_id import correlation_id
 from celery import Task
 
-from tripbook.core.db import after_commit, unit_of_work
+from tripbook.core.db import unit_of_work
 from tripbook.core.logging import get_logger
-from tripbook.payments import service
-from tripbook.payments.gateway import GatewayResult
-from tripbook.payments.service import Settlement
+from tripbook.core.outbox import claim_processing
+from tripbook.payments.reconciliation import attempt_charge, attempt_refund, reconcile
+from tripbook.payments.refunds import REFUND_TASK, RefundOutcome
+from tripbook.payments.service import SETTLE_TASK
+from tripbook.payments.settlement import Settlement
 from tripbook.trips import cache
 from workers import runtime
 from workers.app import app, settings
@@ -27,97 +31,67 @@ from workers.retry import is_final_attempt, retry_later, run_or_retry
 log = get_logger(__name__)
 
 
-@app.task(name="payments.settle", bind=True, max_retries=settings.payment_max_retries)
+@app.task(name=SETTLE_TASK, bind=True, max_retries=settings.payment_max_retries)
 def settle(self: Task[Any, Any], event_id: str, payload: dict[str, Any]) -> str:
     settlement = run_or_retry(
-        self,
-        settle_payment(
-            event_id=uuid.UUID(event_id),
-            payment_id=uuid.UUID(payload["payment_id"]),
-            final=is_final_attempt(self),
-        ),
+        self, settle_payment(uuid.UUID(payload["payment_id"]), uuid.UUID(event_id), self)
     )
-    if settlement is Settlement.RETRY:
-        raise retry_later(self)
     return settlement.value
 
 
-async def settle_payment(*, event_id: uuid.UUID, payment_id: uuid.UUID, final: bool) -> Settlement:
+async def settle_payment(
+    payment_id: uuid.UUID, event_id: uuid.UUID, task: Task[Any, Any]
+) -> Settlement:
     rt = runtime.current()
-    request_id = correlation_id.get()
-    async with unit_of_work(rt.sessionmaker) as session:
-        attempt = await service.start_charge(session, event_id=event_id, payment_id=payment_id)
-    if attempt is None:
-        log.info("settlement_skipped", payment_id=str(payment_id))
-        return Settlement.SKIPPED
-
-    result = await rt.gateway.charge(
-        amount=attempt.amount,
-        currency=attempt.currency,
-        token=attempt.token,
-        idempotency_key=attempt.idempotency_key,
-        request_id=request_id,
+    outcome = await attempt_charge(
+        rt.payments, payment_id=payment_id, request_id=correlation_id.get()
     )
-
-    async with unit_of_work(rt.sessionmaker) as session:
-        outcome = await service.apply_charge(
-            session,
-            event_id=event_id,
-            payment_id=payment_id,
-            result=result,
-            final=final,
-            request_id=request_id,
-        )
-        if outcome.released is not None:
-            trip_id = outcome.released.trip_id
-            after_commit(session, lambda: cache.invalidate(rt.redis, rt.settings, trip_id))
-    log.info(
-        "settlement",
-        payment_id=str(payment_id),
-        attempt=attempt.attempt,
-        result=type(result).__name__,
-        settlement=outcome.settlement.value,
-    )
+    if outcome.released is not None:
+        await cache.invalidate(rt.redis, rt.settings, outcome.released.trip_id)
+    await _done_unless_retrying(task, event_id, SETTLE_TASK, outcome.settlement is Settlement.RETRY)
     return outcome.settlement
 
 
-@app.task(name="payments.refund", bind=True, max_retries=settings.payment_max_retries)
+@app.task(name=REFUND_TASK, bind=True, max_retries=settings.payment_max_retries)
 def refund(self: Task[Any, Any], event_id: str, payload: dict[str, Any]) -> str:
-    payment_id = payload.get("payment_id")
-    retry = run_or_retry(
-        self,
-        refund_reservation(
-            event_id=uuid.UUID(event_id),
-            reservation_id=uuid.UUID(payload["reservation_id"]),
-            payment_id=uuid.UUID(payment_id) if payment_id else None,
-            final=is_final_attempt(self),
-        ),
+    outcome = run_or_retry(
+        self, refund_payment(uuid.UUID(payload["refund_id"]), uuid.UUID(event_id), self)
     )
-    if retry:
-        raise retry_later(self)
-    return "refunded"
+    return outcome.value
 
 
-async def refund_reservation(
-    *, event_id: uuid.UUID, reservation_id: uuid.UUID, payment_id: uuid.UUID | None, final: bool
-) -> bool:
+async def refund_payment(
+    refund_id: uuid.UUID, event_id: uuid.UUID, task: Task[Any, Any]
+) -> RefundOutcome:
     rt = runtime.current()
-    request_id = correlation_id.get()
-    async with unit_of_work(rt.sessionmaker) as session:
-        attempts = await service.start_refunds(
-            session, reservation_id=reservation_id, payment_id=payment_id
-        )
-    results: dict[uuid.UUID, GatewayResult] = {}
-    for attempt in attempts:
-        results[attempt.refund_id] = await rt.gateway.refund(
-            charge_reference=attempt.charge_reference,
-            amount=attempt.amount,
-            idempotency_key=attempt.idempotency_key,
-            request_id=request_id,
-        )
-    async with unit_of_work(rt.sessionmaker) as session:
-        retry = await service.apply_refunds(
-            session, event_id=event_id, results=results, final=final
-        )
-    log.info("refunds", reservation_id=str(reservation_id), refunds=len(results), retry=retry)
-    return retry
+    outcome = await attempt_refund(
+        rt.payments, refund_id=refund_id, request_id=correlation_id.get()
+    )
+    await _done_unless_retrying(task, event_id, REFUND_TASK, outcome is RefundOutcome.RETRY)
+    return outcome
+
+
+async def _done_unless_retrying(
+    task: Task[Any, Any], event_id: uuid.UUID, consumer: str, undecided: bool
+) -> None:
+    """Record the event as processed, unless the answer is still open and a retry is left
+    (then schedule it). Spent retries hand the payment to reconciliation."""
+    if undecided and not is_final_attempt(task):
+        raise retry_later(task)
+    if undecided:
+        log.warning("payment_outcome_unknown", handed_to="reconciliation")
+    async with unit_of_work(runtime.current().sessionmaker) as session:
+        await claim_processing(session, event_id, consumer)
+
+
+@app.task(name="payments.reconcile")
+def reconcile_payments() -> dict[str, dict[str, int]]:
+    rt = runtime.current()
+
+    async def invalidate(trip_id: int) -> None:
+        await cache.invalidate(rt.redis, rt.settings, trip_id)
+
+    report = runtime.run(
+        reconcile(rt.payments, request_id=correlation_id.get(), on_seats_changed=invalidate)
+    )
+    return {"charges": report.charges, "refunds": report.refunds}

@@ -40,6 +40,19 @@ OUTBOX_BACKLOG = Gauge(
     "Outbox events not yet published, as last seen by the relay sweep.",
     multiprocess_mode="mostrecent",
 )
+PAYMENTS = Counter(
+    "tripbook_payments_total",
+    "Charges and refunds reaching a final status (succeeded, failed, refund_failed).",
+    ["kind", "status"],
+)
+GATEWAY_MISCONFIGURED = Counter(
+    "tripbook_payment_gateway_misconfigured_total",
+    "Gateway answers that mean our configuration is wrong (401, 403, 404, 422, ...).",
+)
+OUTBOX_REDELIVERED = Counter(
+    "tripbook_outbox_redelivered_total",
+    "Outbox events published again because no consumer recorded them as processed.",
+)
 TASKS = Counter(
     "tripbook_tasks_total",
     "Celery task outcomes by task name (success, failure, retry).",

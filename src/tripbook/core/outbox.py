@@ -32,6 +32,8 @@ class OutboxEvent(TimestampMixin, Base):
             "created_at",
             postgresql_where=text("published_at IS NULL"),
         ),
+        # Redelivery scans recent publications for events nobody processed.
+        Index("ix_outbox_event_published_at", "published_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

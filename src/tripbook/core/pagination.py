@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -45,6 +47,19 @@ def decode_id_cursor(cursor: str) -> int:
     if type(value) is not int or not 1 <= value <= MAX_BIGINT:
         raise InvalidInput("Malformed cursor", field="cursor")
     return value
+
+
+def decode_time_id_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) of the previous page's last row, newest-first listings."""
+    created_at, row_id = decode_cursor(cursor, 2)
+    try:
+        return datetime.fromisoformat(created_at), uuid.UUID(row_id)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput("Malformed cursor", field="cursor") from exc
+
+
+def encode_time_id_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
+    return encode_cursor(created_at.isoformat(), str(row_id))
 
 
 CursorQuery = Annotated[str | None, Query(max_length=512, description="Opaque cursor")]

@@ -9,7 +9,9 @@ Two paths publish:
 - right after commit, the events one unit of work recorded (``outbox.publish_after_commit``),
   from the messages it kept: no read back, one UPDATE to mark them published;
 - the beat sweep, for rows left unpublished by a broker outage or a crash between commit
-  and publish, batch by batch under ``FOR UPDATE SKIP LOCKED`` so replicas never collide.
+  and publish, batch by batch under ``FOR UPDATE SKIP LOCKED`` so replicas never collide;
+  and, since a broker can lose what it accepted, for rows published long ago that no
+  consumer recorded as processed (``redeliver``).
 
 Publishing is kombu's blocking I/O, so it runs in a thread, with short timeouts and no
 retry loop: an unreachable broker costs a request at most a timeout, and its rows simply
@@ -28,14 +30,14 @@ from typing import Any
 
 import anyio
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from tripbook.core import outbox
 from tripbook.core.db import autocommit, create_sessionmaker, is_transient, unit_of_work
 from tripbook.core.logging import get_logger
-from tripbook.core.metrics import OUTBOX_BACKLOG
-from tripbook.core.outbox import Message, OutboxEvent
+from tripbook.core.metrics import OUTBOX_BACKLOG, OUTBOX_REDELIVERED
+from tripbook.core.outbox import Message, OutboxEvent, ProcessedEvent
 from tripbook.settings import Settings
 
 log = get_logger(__name__)
@@ -46,6 +48,9 @@ REQUEST_ID_HEADER = "request_id"
 MAX_ERROR_CHARS = 500
 # Events one background round publishes at most (one publish, one UPDATE).
 BACKGROUND_BATCH = 500
+# How far back redelivery looks: an unprocessed event is republished every grace period,
+# so only one whose deliveries are spent (or a sweep stopped for days) is older.
+REDELIVERY_HORIZON = timedelta(days=7)
 
 
 def queue_for(task: str) -> str:
@@ -229,6 +234,41 @@ class OutboxRelay:
         OUTBOX_BACKLOG.set(backlog or 0)
         failed = sum(1 for error in outcome.values() if error is not None)
         return SweepResult(published=len(outcome) - failed, failed=failed, backlog=backlog or 0)
+
+    async def redeliver(self, *, older_than: timedelta, batch: int, max_deliveries: int) -> int:
+        """Publish again events published before ``older_than`` that no consumer recorded
+        as processed: the broker may have lost them (a Redis restart without its data).
+        Consumers are idempotent by event id, so a message that was only slow does no harm.
+        """
+        now = datetime.now(UTC)
+        async with unit_of_work(self.sessionmaker) as session:
+            rows = await session.scalars(
+                select(OutboxEvent)
+                .where(
+                    OutboxEvent.published_at.between(now - REDELIVERY_HORIZON, now - older_than),
+                    OutboxEvent.publish_attempts < max_deliveries,
+                    ~exists().where(ProcessedEvent.event_id == OutboxEvent.id),
+                )
+                .order_by(OutboxEvent.published_at)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            )
+            events = list(rows)
+            messages = [Message.from_event(event) for event in events]
+            outcome = (
+                await anyio.to_thread.run_sync(send_batch, self.client, messages)
+                if messages
+                else {}
+            )
+            await record_outcome(await session.connection(), outcome)
+        sent = sum(1 for error in outcome.values() if error is None)
+        if sent:
+            OUTBOX_REDELIVERED.inc(sent)
+            log.warning("outbox_redelivered", events=sent)
+        for event in events:
+            if event.publish_attempts + 1 >= max_deliveries and outcome.get(event.id) is None:
+                log.error("outbox_last_delivery", event_id=str(event.id), task=event.task)
+        return sent
 
     async def aclose(self) -> None:
         outbox.detach_publisher(self.engine)

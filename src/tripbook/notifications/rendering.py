@@ -22,6 +22,7 @@ SUBJECTS = {
     "payment_failed": "Payment failed: reservation {reservation_id}",
     "reservation_cancelled": "Reservation {reservation_id} cancelled",
     "reservation_expired": "Hold expired: reservation {reservation_id}",
+    "refund_issued": "Refund issued: reservation {reservation_id}",
 }
 
 

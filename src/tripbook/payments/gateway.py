@@ -1,21 +1,27 @@
 """The card processor behind an interface: charges and refunds, mapped to domain outcomes.
 
     Approved          the money moved; ``reference`` is the gateway's id for it
-    Declined          final: the card, the token or the request was refused
-    RetryableFailure  nothing is known to have happened: timeouts, 5xx, 429, network
+    Declined          final: the gateway definitely said no (402, or 400 for the card)
+    RetryableFailure  the outcome is unknown: timeouts, resets, 5xx, 408, 409 (the key is
+                      still being processed), 425, 429, an unreadable 2xx
+    Misconfigured     401/403/404/422 and other 4xx: *our* request or credentials are
+                      wrong, not the card. Retried like a failure, and alerted on
+    Unseen            (lookups only) the gateway has no record of the key
 
-Every call carries the payment's idempotency key, so retrying a ``RetryableFailure`` can
-never move the money twice, and the request id, so the gateway's logs join ours.
+Every call carries the payment's idempotency key, so retrying anything but a final
+answer can never move the money twice, and the request id, so the gateway's logs join ours.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from tripbook.core.logging import get_logger
+from tripbook.core.metrics import GATEWAY_MISCONFIGURED
 from tripbook.settings import Settings
 
 log = get_logger(__name__)
@@ -36,10 +42,37 @@ class RetryableFailure:
     reason: str
 
 
-GatewayResult = Approved | Declined | RetryableFailure
+@dataclass(frozen=True, slots=True)
+class Misconfigured:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unseen:
+    """A lookup found nothing: the gateway never handled a request with this key."""
+
+
+GatewayResult = Approved | Declined | RetryableFailure | Misconfigured
+LookupResult = GatewayResult | Unseen
+R = TypeVar("R", bound=LookupResult)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRecord:
+    """A charge or refund as the gateway lists it, for the ledger report."""
+
+    idempotency_key: str
+    status: str  # succeeded, failed or processing
+    amount: int
+    reference: str | None
+    charge_reference: str | None = None  # refunds: the charge they return
+    refunded: int = 0  # charges: how much of it was refunded
+
 
 # Statuses that say "try again later" rather than "no".
-RETRYABLE_STATUSES = frozenset({408, 425, 429})
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+# Statuses that say "no" about the card or the payment itself.
+DECLINE_STATUSES = frozenset({400, 402})
 
 
 class PaymentGateway(Protocol):
@@ -53,9 +86,17 @@ class PaymentGateway(Protocol):
         request_id: str | None,
     ) -> GatewayResult: ...
 
+    async def find_charge(
+        self, *, idempotency_key: str, request_id: str | None
+    ) -> LookupResult: ...
+
     async def refund(
         self, *, charge_reference: str, amount: int, idempotency_key: str, request_id: str | None
     ) -> GatewayResult: ...
+
+    async def list_charges(self) -> list[GatewayRecord]: ...
+
+    async def list_refunds(self) -> list[GatewayRecord]: ...
 
 
 def _body(response: httpx.Response) -> dict[str, Any]:
@@ -79,7 +120,21 @@ def result_from_response(response: httpx.Response) -> GatewayResult:
     reason = str(body.get("error") or f"http_{status}")
     if status >= 500 or status in RETRYABLE_STATUSES:
         return RetryableFailure(reason)
-    return Declined(reason)
+    if status in DECLINE_STATUSES:
+        return Declined(reason)
+    return Misconfigured(f"http_{status}: {reason}")
+
+
+def result_from_record(item: Any) -> LookupResult:
+    """A lookup's item as the outcome the original request had (or still has pending)."""
+    if not isinstance(item, dict):
+        return RetryableFailure("lookup_unreadable")
+    status, reference = item.get("status"), item.get("id")
+    if status == "succeeded" and isinstance(reference, str) and reference:
+        return Approved(reference)
+    if status == "failed":
+        return Declined(str(item.get("error") or "declined"))
+    return RetryableFailure(f"gateway_{status}")
 
 
 class HttpPaymentGateway:
@@ -106,44 +161,97 @@ class HttpPaymentGateway:
         idempotency_key: str,
         request_id: str | None,
     ) -> GatewayResult:
-        return await self._post(
-            "/v1/charges",
-            {"amount": amount, "currency": currency, "token": token},
-            idempotency_key=idempotency_key,
-            request_id=request_id,
-        )
+        body = {"amount": amount, "currency": currency, "token": token}
+        sent = await self._send("/v1/charges", body, idempotency_key, request_id)
+        return self._logged("/v1/charges", _outcome(sent, result_from_response))
 
     async def refund(
         self, *, charge_reference: str, amount: int, idempotency_key: str, request_id: str | None
     ) -> GatewayResult:
-        return await self._post(
-            "/v1/refunds",
-            {"charge_id": charge_reference, "amount": amount},
-            idempotency_key=idempotency_key,
-            request_id=request_id,
-        )
+        body = {"charge_id": charge_reference, "amount": amount}
+        sent = await self._send("/v1/refunds", body, idempotency_key, request_id)
+        return self._logged("/v1/refunds", _outcome(sent, result_from_response))
 
-    async def _post(
+    async def find_charge(self, *, idempotency_key: str, request_id: str | None) -> LookupResult:
+        sent = await self._send("/v1/charges", None, idempotency_key, request_id)
+        return self._logged("/v1/charges?idempotency_key", _outcome(sent, _lookup_result))
+
+    async def list_charges(self) -> list[GatewayRecord]:
+        return [
+            GatewayRecord(
+                idempotency_key=item["idempotency_key"],
+                status=item["status"],
+                amount=item["amount"],
+                reference=item.get("id"),
+                refunded=item.get("refunded", 0),
+            )
+            for item in await self._list("/v1/charges")
+        ]
+
+    async def list_refunds(self) -> list[GatewayRecord]:
+        return [
+            GatewayRecord(
+                idempotency_key=item["idempotency_key"],
+                status=item["status"],
+                amount=item["amount"],
+                reference=item.get("id"),
+                charge_reference=item.get("charge_id"),
+            )
+            for item in await self._list("/v1/refunds")
+        ]
+
+    async def _list(self, path: str) -> list[dict[str, Any]]:
+        response = await self.client.get(path)
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def _send(
         self,
         path: str,
-        body: dict[str, Any],
-        *,
+        body: dict[str, Any] | None,
         idempotency_key: str,
         request_id: str | None,
-    ) -> GatewayResult:
+    ) -> httpx.Response | RetryableFailure:
+        """POST ``body`` with the key, or look the key up (GET) when there is no body."""
         headers = {"Idempotency-Key": idempotency_key}
         if request_id:
             headers["X-Request-ID"] = request_id
         try:
-            response = await self.client.post(path, json=body, headers=headers)
+            if body is None:
+                params = {"idempotency_key": idempotency_key}
+                return await self.client.get(path, params=params, headers=headers)
+            return await self.client.post(path, json=body, headers=headers)
         except httpx.TimeoutException as exc:
-            result: GatewayResult = RetryableFailure(f"timeout: {type(exc).__name__}")
+            return RetryableFailure(f"timeout: {type(exc).__name__}")
         except httpx.TransportError as exc:
-            result = RetryableFailure(f"network: {type(exc).__name__}")
-        else:
-            result = result_from_response(response)
-        log.info("gateway_call", path=path, outcome=type(result).__name__, detail=_detail(result))
+            return RetryableFailure(f"network: {type(exc).__name__}")
+
+    @staticmethod
+    def _logged(path: str, result: R) -> R:
+        detail = "" if isinstance(result, Unseen) else _detail(result)
+        log.info("gateway_call", path=path, outcome=type(result).__name__, detail=detail)
+        if isinstance(result, Misconfigured):
+            # Our credentials, URL or request are wrong: every payment waits until it is fixed.
+            GATEWAY_MISCONFIGURED.inc()
+            log.error("gateway_misconfigured", path=path, detail=result.reason)
         return result
+
+
+def _outcome(
+    sent: httpx.Response | RetryableFailure, read: Callable[[httpx.Response], R]
+) -> R | RetryableFailure:
+    return sent if isinstance(sent, RetryableFailure) else read(sent)
+
+
+def _lookup_result(response: httpx.Response) -> LookupResult:
+    """A lookup's answer: the outcome the key's original request had, or ``Unseen``."""
+    if not response.is_success:
+        return result_from_response(response)
+    items = _body(response).get("items")
+    if not isinstance(items, list) or len(items) > 1:
+        return RetryableFailure(f"http_{response.status_code}_unreadable")
+    return result_from_record(items[0]) if items else Unseen()
 
 
 def _detail(result: GatewayResult) -> str:

@@ -1,17 +1,22 @@
 """Every query of the payments domain.
 
-Lock order, as everywhere: the reservation row first, then its payment rows.
+Lock order, as everywhere: the reservation row first, then its payment rows, then the
+departure row (seats).
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from tripbook.payments.models import Payment
+from tripbook.payments.state import OPEN, PaymentKind, PaymentStatus
 from tripbook.reservations.models import Reservation
 
 
@@ -27,55 +32,139 @@ async def get_payment(
 async def latest_charge(session: AsyncSession, reservation_id: uuid.UUID) -> Payment | None:
     query = (
         select(Payment)
-        .where(Payment.reservation_id == reservation_id, Payment.kind == "charge")
+        .where(Payment.reservation_id == reservation_id, Payment.kind == PaymentKind.CHARGE)
         .order_by(Payment.created_at.desc(), Payment.id.desc())
         .limit(1)
     )
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def reservation_status(session: AsyncSession, reservation_id: uuid.UUID) -> str | None:
-    query = select(Reservation.status).where(Reservation.id == reservation_id)
-    return (await session.execute(query)).scalar_one_or_none()
+async def refunds_of(session: AsyncSession, charge_id: uuid.UUID) -> list[Payment]:
+    query = select(Payment).where(Payment.charge_id == charge_id).order_by(Payment.created_at)
+    return list((await session.execute(query)).scalars())
 
 
-async def succeeded_charges(
-    session: AsyncSession, reservation_id: uuid.UUID, *, payment_id: uuid.UUID | None
-) -> list[Payment]:
+async def succeeded_charges(session: AsyncSession, reservation_id: uuid.UUID) -> list[Payment]:
     query = (
         select(Payment)
         .where(
             Payment.reservation_id == reservation_id,
-            Payment.kind == "charge",
-            Payment.status == "succeeded",
+            Payment.kind == PaymentKind.CHARGE,
+            Payment.status == PaymentStatus.SUCCEEDED,
         )
         .order_by(Payment.created_at)
     )
-    if payment_id is not None:
-        query = query.where(Payment.id == payment_id)
     return list((await session.execute(query)).scalars())
 
 
-async def lock_refund(session: AsyncSession, charge: Payment, *, idempotency_key: str) -> Payment:
-    """The refund row for a charge, created on first use and locked for this transaction."""
-    await session.execute(
+async def insert_refund(session: AsyncSession, charge: Payment) -> uuid.UUID | None:
+    """A pending refund of the whole charge; None when the charge has one already."""
+    refund_id = uuid.uuid4()
+    result = await session.execute(
         insert(Payment)
         .values(
-            id=uuid.uuid4(),
+            id=refund_id,
             reservation_id=charge.reservation_id,
-            kind="refund",
-            status="pending",
+            kind=PaymentKind.REFUND.value,
+            status=PaymentStatus.PENDING.value,
+            charge_id=charge.id,
             amount=charge.amount,
             currency=charge.currency,
-            idempotency_key=idempotency_key,
+            idempotency_key=f"refund-{charge.id}",
             attempts=0,
         )
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .on_conflict_do_nothing(index_elements=["charge_id"])
+        .returning(Payment.id)
     )
+    return result.scalar_one_or_none()
+
+
+async def open_payments(
+    session: AsyncSession, *, untouched_since: datetime, limit: int
+) -> list[tuple[uuid.UUID, str]]:
+    """Charges and refunds whose outcome is still open and that nobody touched lately."""
+    query = (
+        select(Payment.id, Payment.kind)
+        .where(
+            Payment.status.in_([status.value for status in OPEN]),
+            Payment.updated_at < untouched_since,
+        )
+        .order_by(Payment.updated_at)
+        .limit(limit)
+    )
+    return [(row.id, row.kind) for row in await session.execute(query)]
+
+
+async def list_refunds(
+    session: AsyncSession,
+    *,
+    status: PaymentStatus | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Payment]:
+    """Newest first, for ops."""
     query = (
         select(Payment)
-        .where(Payment.idempotency_key == idempotency_key)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        .where(Payment.kind == PaymentKind.REFUND)
+        .order_by(Payment.created_at.desc(), Payment.id.desc())
+        .limit(limit)
     )
-    return (await session.execute(query)).scalar_one()
+    if status is not None:
+        query = query.where(Payment.status == status.value)
+    if after is not None:
+        created_at, refund_id = after
+        query = query.where(
+            (Payment.created_at < created_at)
+            | ((Payment.created_at == created_at) & (Payment.id < refund_id))
+        )
+    return list((await session.execute(query)).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One of our charges or refunds, with what the ledger check needs beside it."""
+
+    kind: str
+    idempotency_key: str
+    status: str
+    amount: int
+    reservation_id: uuid.UUID
+    reservation_status: str
+    reservation_total: int
+    charge_key: str | None  # refunds: the key of the charge they return
+
+
+async def ledger_entries(
+    session: AsyncSession, *, reservation_ids: list[uuid.UUID] | None
+) -> list[LedgerEntry]:
+    charge = aliased(Payment)
+    query = (
+        select(
+            Payment.kind,
+            Payment.idempotency_key,
+            Payment.status,
+            Payment.amount,
+            Payment.reservation_id,
+            Reservation.status.label("reservation_status"),
+            Reservation.total_amount.label("reservation_total"),
+            charge.idempotency_key.label("charge_key"),
+        )
+        .join(Reservation, Reservation.id == Payment.reservation_id)
+        .outerjoin(charge, charge.id == Payment.charge_id)
+        .order_by(Payment.created_at)
+    )
+    if reservation_ids is not None:
+        query = query.where(Payment.reservation_id.in_(reservation_ids))
+    return [LedgerEntry(**row._asdict()) for row in await session.execute(query)]
+
+
+async def confirmed_reservations(
+    session: AsyncSession, *, reservation_ids: list[uuid.UUID] | None
+) -> list[uuid.UUID]:
+    """Confirmed reservations that cost money (a free one is confirmed without a charge)."""
+    query = select(Reservation.id).where(
+        Reservation.status == "confirmed", Reservation.total_amount > 0
+    )
+    if reservation_ids is not None:
+        query = query.where(Reservation.id.in_(reservation_ids))
+    return list((await session.execute(query)).scalars())

@@ -29,3 +29,8 @@ class InvalidPassengers(InvalidInput):
 class TooManySeats(InvalidInput):
     code = "TOO_MANY_SEATS"
     title = "Too many seats for one reservation"
+
+
+class CancellationClosed(Conflict):
+    code = "CANCELLATION_CLOSED"
+    title = "Too close to departure to cancel; contact us"

@@ -78,20 +78,23 @@ class HoldOutcome:
     total_amount: int | None  # None: nothing held
 
 
+# Writes down the end of holds (and of declined reservations) past ``expires_at``; only a
+# hold still has seats to give back. Declined ones gave theirs back when they failed.
 EXPIRE_DUE = text(
     """
     WITH due AS (
-        SELECT id FROM reservation
-        WHERE status IN ('held', 'payment_pending') AND expires_at <= :now
+        SELECT id, status FROM reservation
+        WHERE status IN ('held', 'payment_failed') AND expires_at <= :now
         ORDER BY expires_at
         LIMIT :batch
         FOR UPDATE SKIP LOCKED
     ), expired AS (
         UPDATE reservation AS r SET status = 'expired', updated_at = :now
         FROM due WHERE r.id = due.id
-        RETURNING r.id, r.departure_id, r.seats, r.user_id
+        RETURNING r.id, r.departure_id, r.seats, r.user_id, due.status AS was
     ), per_departure AS (
-        SELECT departure_id, sum(seats) AS seats FROM expired GROUP BY departure_id
+        SELECT departure_id, sum(seats) AS seats FROM expired
+        WHERE was = 'held' GROUP BY departure_id
     ), locked_departures AS (
         -- id order, like every other multi-row lock, so two sweeps cannot deadlock
         SELECT d.id FROM departure AS d JOIN per_departure AS p ON p.departure_id = d.id
@@ -102,8 +105,18 @@ EXPIRE_DUE = text(
         WHERE d.id = p.departure_id AND l.id = d.id
         RETURNING d.id, d.trip_id
     )
-    SELECT expired.id, expired.departure_id, expired.seats, expired.user_id, released.trip_id
-    FROM expired JOIN released ON released.id = expired.departure_id
+    SELECT expired.id, expired.was, released.trip_id
+    FROM expired LEFT JOIN released ON released.id = expired.departure_id
+    """
+)
+
+# Paying again after a decline takes the seats back the way a hold takes them: one
+# conditional UPDATE that locks the departure row, and only while the departure is ahead.
+RETAKE_SEATS = text(
+    """
+    UPDATE departure SET seats_available = seats_available - :seats
+    WHERE id = :departure_id AND seats_available >= :seats AND departs_at > :now
+    RETURNING trip_id
     """
 )
 
@@ -173,6 +186,19 @@ async def release_seats(session: AsyncSession, *, departure_id: int, seats: int)
         .returning(Departure.trip_id)
     )
     return int(result.scalar_one())
+
+
+async def retake_seats(
+    session: AsyncSession, *, departure_id: int, seats: int, now: datetime
+) -> int | None:
+    """Take seats on a departure that has not left; its trip id, or None when it cannot."""
+    params = {"departure_id": departure_id, "seats": seats, "now": now}
+    trip_id = (await session.execute(RETAKE_SEATS, params)).scalar_one_or_none()
+    return None if trip_id is None else int(trip_id)
+
+
+async def departure_of(session: AsyncSession, departure_id: int) -> Departure | None:
+    return await session.get(Departure, departure_id)
 
 
 async def expire_due(session: AsyncSession, *, now: datetime, batch: int) -> list[Any]:

@@ -142,8 +142,15 @@ async def cancel_reservation(
     redis: RedisDep,
     settings: SettingsDep,
 ) -> ReservationRead:
+    """Cancel: seats released, and whatever was paid refunded in full. A customer may
+    cancel a confirmed reservation until ``TRIPBOOK_CANCELLATION_DEADLINE_S`` before
+    departure (409 ``CANCELLATION_CLOSED`` later); ops may always cancel."""
     reservation, released = await service.cancel(
-        session, user=user, reservation_id=reservation_id, request_id=correlation_id.get()
+        session,
+        user=user,
+        reservation_id=reservation_id,
+        cancellation_deadline=timedelta(seconds=settings.cancellation_deadline_s),
+        request_id=correlation_id.get(),
     )
     if released is not None:
         after_commit(session, lambda: cache.invalidate(redis, settings, released.trip_id))

@@ -10,13 +10,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from tripbook.core.errors import InvalidInput, Unauthenticated
+from tripbook.core.errors import Unauthenticated
 from tripbook.core.metrics import RESERVATIONS
 from tripbook.core.money import Money
 from tripbook.core.outbox import Message, enqueue
-from tripbook.core.pagination import Page, decode_cursor, encode_cursor
+from tripbook.core.pagination import Page, decode_time_id_cursor, encode_time_id_cursor
+from tripbook.payments import refunds
 from tripbook.reservations import repository
 from tripbook.reservations.exceptions import (
+    CancellationClosed,
     DepartureClosed,
     InvalidPassengers,
     ReservationNotFound,
@@ -25,11 +27,23 @@ from tripbook.reservations.exceptions import (
 )
 from tripbook.reservations.models import Reservation, ReservationStatus
 from tripbook.reservations.schemas import PassengerRead, ReservationRead
-from tripbook.reservations.state import check_transition, releases_seats
+from tripbook.reservations.state import (
+    check_transition,
+    effective_status,
+    releases_seats,
+    takes_seats,
+)
 from tripbook.trips.exceptions import DepartureNotFound
 from tripbook.users.models import User
 
 EMAIL_TASK = "email.send"
+# The email a customer gets when their reservation enters a state.
+EMAILS = {
+    ReservationStatus.CANCELLED: "reservation_cancelled",
+    ReservationStatus.CONFIRMED: "reservation_confirmed",
+    ReservationStatus.PAYMENT_FAILED: "payment_failed",
+    ReservationStatus.EXPIRED: "reservation_expired",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +54,8 @@ class HoldRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class SeatsReleased:
-    """What a caller must do after commit: invalidate the trip's cached detail."""
+class SeatsChanged:
+    """Seats were released or taken back: after commit, the trip's cached detail is stale."""
 
     trip_id: int
 
@@ -49,7 +63,7 @@ class SeatsReleased:
 def to_read(reservation: Reservation) -> ReservationRead:
     return ReservationRead(
         id=reservation.id,
-        status=ReservationStatus(reservation.status),
+        status=effective_status(reservation.status, reservation.expires_at, datetime.now(UTC)),
         departure_id=reservation.departure_id,
         seats=reservation.seats,
         passengers=[PassengerRead(full_name=p.full_name) for p in reservation.passengers],
@@ -162,13 +176,7 @@ async def list_reservations(
     cursor: str | None,
     limit: int,
 ) -> Page[ReservationRead]:
-    after = None
-    if cursor:
-        created_at, reservation_id = decode_cursor(cursor, 2)
-        try:
-            after = (datetime.fromisoformat(created_at), uuid.UUID(reservation_id))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput("Malformed cursor", field="cursor") from exc
+    after = decode_time_id_cursor(cursor) if cursor else None
     rows = await repository.list_for_user(
         session,
         user_id=None if user.role == "ops" else user.id,
@@ -177,11 +185,8 @@ async def list_reservations(
         limit=limit + 1,
     )
     items = [to_read(row) for row in rows[:limit]]
-    next_cursor = (
-        encode_cursor(rows[limit - 1].created_at.isoformat(), str(rows[limit - 1].id))
-        if len(rows) > limit
-        else None
-    )
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = encode_time_id_cursor(last.created_at, last.id) if last else None
     return Page[ReservationRead](items=items, next_cursor=next_cursor)
 
 
@@ -191,25 +196,23 @@ async def transition(
     target: ReservationStatus,
     *,
     request_id: str | None,
-) -> SeatsReleased | None:
-    """Move a locked reservation to ``target``, releasing its seats when it lets them go."""
+) -> SeatsChanged | None:
+    """Move a locked reservation to ``target``, releasing its seats when it lets them go and
+    taking them back (``SEATS_UNAVAILABLE`` when they are gone) when it needs them again."""
     current = ReservationStatus(reservation.status)
     check_transition(reservation.status, target)
-    reservation.status = target.value
-    reservation.updated_at = datetime.now(UTC)
-    released = None
-    if releases_seats(current, target):
+    changed = None
+    if takes_seats(current, target):
+        changed = await _take_seats_back(session, reservation)
+    elif releases_seats(current, target):
         trip_id = await repository.release_seats(
             session, departure_id=reservation.departure_id, seats=reservation.seats
         )
-        released = SeatsReleased(trip_id=trip_id)
+        changed = SeatsChanged(trip_id=trip_id)
+    reservation.status = target.value
+    reservation.updated_at = datetime.now(UTC)
     RESERVATIONS.labels(target.value).inc()
-    template = {
-        ReservationStatus.CANCELLED: "reservation_cancelled",
-        ReservationStatus.CONFIRMED: "reservation_confirmed",
-        ReservationStatus.PAYMENT_FAILED: "payment_failed",
-        ReservationStatus.EXPIRED: "reservation_expired",
-    }.get(target)
+    template = EMAILS.get(target)
     if template is not None:
         enqueue(
             session,
@@ -217,42 +220,78 @@ async def transition(
             {"template": template, "reservation_id": str(reservation.id)},
             request_id=request_id,
         )
-    return released
+    return changed
+
+
+async def _take_seats_back(session: AsyncSession, reservation: Reservation) -> SeatsChanged:
+    now = datetime.now(UTC)
+    trip_id = await repository.retake_seats(
+        session, departure_id=reservation.departure_id, seats=reservation.seats, now=now
+    )
+    if trip_id is not None:
+        return SeatsChanged(trip_id=trip_id)
+    departure = await repository.departure_of(session, reservation.departure_id)
+    if departure is None or departure.departs_at <= now:
+        raise DepartureClosed(departure_id=reservation.departure_id)
+    RESERVATIONS.labels("refused").inc()
+    raise SeatsUnavailable(
+        departure_id=reservation.departure_id,
+        requested=reservation.seats,
+        available=departure.seats_available,
+    )
 
 
 async def cancel(
-    session: AsyncSession, *, user: User, reservation_id: uuid.UUID, request_id: str | None
-) -> tuple[ReservationRead, SeatsReleased | None]:
+    session: AsyncSession,
+    *,
+    user: User,
+    reservation_id: uuid.UUID,
+    cancellation_deadline: timedelta,
+    request_id: str | None,
+) -> tuple[ReservationRead, SeatsChanged | None]:
+    """Cancel a reservation and owe back what was paid for it.
+
+    A customer may cancel a confirmed reservation only until ``cancellation_deadline``
+    before departure (``CANCELLATION_CLOSED`` later); ops may always cancel. A charge still
+    unknown is refunded once reconciliation finds it succeeded.
+    """
     reservation = await get_reservation(
         session, user=user, reservation_id=reservation_id, for_update=True
     )
-    was_confirmed = reservation.status == ReservationStatus.CONFIRMED
+    now = datetime.now(UTC)
+    status = effective_status(reservation.status, reservation.expires_at, now)
+    check_transition(status, ReservationStatus.CANCELLED)  # a lapsed hold is expired
+    if status is ReservationStatus.CONFIRMED and user.role != "ops":
+        departure = await repository.departure_of(session, reservation.departure_id)
+        assert departure is not None  # the foreign key says so
+        if departure.departs_at - now < cancellation_deadline:
+            raise CancellationClosed(
+                departs_at=departure.departs_at.isoformat(),
+                deadline_s=int(cancellation_deadline.total_seconds()),
+            )
     released = await transition(
         session, reservation, ReservationStatus.CANCELLED, request_id=request_id
     )
-    if was_confirmed:
-        # Money was taken: the refund is durable work for a worker.
-        enqueue(
-            session,
-            "payments.refund",
-            {"reservation_id": str(reservation.id)},
-            request_id=request_id,
-        )
+    # Money taken is owed back in the same transaction (refunds.queue_refunds).
+    await refunds.queue_refunds(session, reservation.id, request_id=request_id)
     await session.flush()
     return to_read(reservation), released
 
 
 async def expire_due_holds(
     session: AsyncSession, *, now: datetime | None = None, batch: int = 500
-) -> list[SeatsReleased]:
-    """Expire holds past ``expires_at``; safe to run concurrently (SKIP LOCKED)."""
+) -> list[SeatsChanged]:
+    """Write down holds (and declined reservations) past ``expires_at``; safe to run
+    concurrently (SKIP LOCKED). A declined one was told already, so only holds get mail."""
     rows = await repository.expire_due(session, now=now or datetime.now(UTC), batch=batch)
     for row in rows:
         RESERVATIONS.labels("expired").inc()
-        enqueue(
-            session,
-            EMAIL_TASK,
-            {"template": "reservation_expired", "reservation_id": str(row.id)},
-            request_id=None,
-        )
-    return [SeatsReleased(trip_id=trip_id) for trip_id in {row.trip_id for row in rows}]
+        if row.was == ReservationStatus.HELD:
+            enqueue(
+                session,
+                EMAIL_TASK,
+                {"template": "reservation_expired", "reservation_id": str(row.id)},
+                request_id=None,
+            )
+    trip_ids = {row.trip_id for row in rows if row.trip_id is not None}
+    return [SeatsChanged(trip_id=trip_id) for trip_id in trip_ids]
