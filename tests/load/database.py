@@ -12,9 +12,13 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as clock
 
 import asyncpg
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from tests.support import world
 from tests.support.seats import seat_ledger
+from tripbook.payments import ledger as payment_ledger
+from tripbook.payments.gateway import HttpPaymentGateway
 
 CATALOGUE = [
     ("Lisbon", "Porto", "Atlantic coast express", 2900, 200),
@@ -25,6 +29,10 @@ CATALOGUE = [
     ("Lisbon", "Madrid", "Sud express", 5900, 80),
 ]
 DAYS_AHEAD = 10
+# Departures start this many days out: always beyond the 24 h cancellation deadline, so a
+# booker cancelling a confirmed booking gets its refund (from day 1, a 09:00 departure is
+# inside the deadline late in the UTC day, and the cancel a 409 CANCELLATION_CLOSED).
+FIRST_DAY = 2
 FLASH_TITLE = "Flash sale: Lisbon to Faro, one morning only"
 
 
@@ -46,7 +54,7 @@ async def seed(url: str, *, flash_seats: int) -> Seed:
             departures = seats = 0
             for origin, destination, title, price, capacity in CATALOGUE:
                 trip_id = await _insert_trip(connection, origin, destination, title)
-                for day in range(1, DAYS_AHEAD + 1):
+                for day in range(FIRST_DAY, FIRST_DAY + DAYS_AHEAD):
                     departs = datetime.combine(today + timedelta(days=day), clock(9), UTC)
                     await _insert_departure(connection, trip_id, departs, price, capacity)
                     departures += 1
@@ -154,6 +162,8 @@ class PaymentReport:
     by_status: dict[str, int]
     bad: list[dict[str, str]] = field(default_factory=list)
     waited_s: float = 0.0
+    open_payments: int = 0  # charges and refunds still pending or unknown (after the wait)
+    failed_charges: int = 0  # reservations whose every charge definitely failed
 
     @property
     def paid(self) -> int:
@@ -166,7 +176,10 @@ class PaymentReport:
 
 _PAID = (
     "SELECT r.id::text AS id, r.status, "
-    "  bool_or(p.kind = 'charge' AND p.status = 'succeeded') AS charged "
+    "  bool_or(p.kind = 'charge' AND p.status = 'succeeded') AS charged, "
+    "  coalesce(bool_and(p.status = 'failed') FILTER (WHERE p.kind = 'charge'), false) "
+    "    AS charge_failed, "
+    "  count(*) FILTER (WHERE p.status IN ('pending', 'unknown')) AS open "
     "FROM reservation AS r JOIN payment AS p ON p.reservation_id = r.id "
     "WHERE r.created_at >= $1 GROUP BY r.id, r.status"
 )
@@ -180,24 +193,107 @@ async def _paid_reservations(url: str, since: datetime) -> list[asyncpg.Record]:
         await connection.close()
 
 
-async def payment_report(url: str, since: datetime, *, drain_timeout_s: float) -> PaymentReport:
+async def payment_report(
+    url: str, since: datetime, *, drain_timeout_s: float, chaos: bool = False
+) -> PaymentReport:
     """Wait (bounded) until no paid reservation is still ``payment_pending``, then judge:
     each must be ``confirmed``, or ``cancelled`` after its charge succeeded (a booker who
-    cancelled a confirmed booking)."""
+    cancelled a confirmed booking).
+
+    ``chaos`` (the gateway was made slow and flaky): also wait until none of their charges
+    and refunds is still ``pending`` or ``unknown``; any that is, is reported. Besides the
+    above, ``payment_failed`` or ``expired`` is fine only where every charge of the
+    reservation definitely failed (a timeout must never end there)."""
     started = time.monotonic()
     deadline = started + drain_timeout_s
     while True:
         rows = await _paid_reservations(url, since)
         pending = sum(1 for row in rows if row["status"] == "payment_pending")
+        if chaos:
+            pending += sum(int(row["open"]) for row in rows)
         if pending == 0 or time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.5)  # poll interval while the worker drains
     by_status: dict[str, int] = {}
     bad = []
+    failed_charges = 0
     for row in rows:
         status = str(row["status"])
         by_status[status] = by_status.get(status, 0) + 1
         fine = status == "confirmed" or (status == "cancelled" and bool(row["charged"]))
+        definitely_failed = bool(row["charge_failed"]) and not row["charged"]
+        if chaos and status in ("payment_failed", "expired") and definitely_failed:
+            fine = True
+            failed_charges += 1
+        if chaos and int(row["open"]):
+            fine = False
         if not fine:
-            bad.append({"reservation_id": str(row["id"]), "status": status})
-    return PaymentReport(by_status=by_status, bad=bad, waited_s=time.monotonic() - started)
+            entry = {"reservation_id": str(row["id"]), "status": status}
+            if chaos:
+                entry["charge"] = (
+                    "succeeded" if row["charged"] else "failed" if definitely_failed else "open"
+                )
+                entry["open_payments"] = str(row["open"])
+            bad.append(entry)
+    return PaymentReport(
+        by_status=by_status,
+        bad=bad,
+        waited_s=time.monotonic() - started,
+        open_payments=sum(int(row["open"]) for row in rows),
+        failed_charges=failed_charges,
+    )
+
+
+# --- the ledger -----------------------------------------------------------------------------
+
+
+async def open_payment_count(url: str) -> int:
+    """Charges and refunds in the whole database whose outcome is still open."""
+    connection = await world.connect(url)
+    try:
+        value = await connection.fetchval(
+            "SELECT count(*) FROM payment WHERE status IN ('pending', 'unknown')"
+        )
+    finally:
+        await connection.close()
+    return int(value)
+
+
+async def wait_for_settled_payments(url: str, *, timeout_s: float) -> tuple[int, float]:
+    """Wait (bounded) until no charge or refund is open: (how many still are, seconds)."""
+    started = time.monotonic()
+    while True:
+        still_open = await open_payment_count(url)
+        if still_open == 0 or time.monotonic() - started >= timeout_s:
+            return still_open, time.monotonic() - started
+        await asyncio.sleep(0.5)  # poll interval while the worker and reconciliation settle
+
+
+async def payment_states(url: str) -> dict[str, dict[str, int]]:
+    """Every payment row of the database, by kind, then status."""
+    connection = await world.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT kind, status, count(*) AS n FROM payment GROUP BY kind, status "
+            "ORDER BY kind, status"
+        )
+    finally:
+        await connection.close()
+    states: dict[str, dict[str, int]] = {}
+    for row in rows:
+        states.setdefault(str(row["kind"]), {})[str(row["status"])] = int(row["n"])
+    return states
+
+
+async def ledger_report(url: str, gateway_url: str) -> list[str]:
+    """``tripbook.payments.ledger.report`` for the whole database against the gateway at
+    ``gateway_url``: one line per mismatch, [] when the two ledgers balance."""
+    engine = create_async_engine(url)
+    try:
+        async with (
+            AsyncSession(engine) as session,
+            httpx.AsyncClient(base_url=gateway_url, timeout=5) as client,
+        ):
+            return await payment_ledger.report(session, HttpPaymentGateway(client))
+    finally:
+        await engine.dispose()
