@@ -179,10 +179,14 @@ class TestLapsedHold:
         await set_reservation(sessionmaker, held["id"], expires_at=an_hour_ago())
 
         listed = await client.get("/v1/reservations", headers=customer.headers)
+        as_held = await client.get("/v1/reservations?status=held", headers=customer.headers)
+        as_expired = await client.get("/v1/reservations?status=expired", headers=customer.headers)
 
         assert await read(client, customer, held["id"]) == "expired"
         [item] = [r for r in listed.json()["items"] if r["id"] == held["id"]]
         assert item["status"] == "expired"
+        assert held["id"] not in [r["id"] for r in as_held.json()["items"]]
+        assert [r["id"] for r in as_expired.json()["items"]] == [held["id"]]
 
     @pytest.mark.parametrize("swept", [False, True])
     async def test_paying_it_is_hold_expired(

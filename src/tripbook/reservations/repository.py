@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import ColumnElement, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import selectinload
 
 from tripbook.core.db import DriverStatement, fetch_one_on_driver, in_autocommit
 from tripbook.reservations.models import Reservation, ReservationStatus
+from tripbook.reservations.state import LAPSES
 from tripbook.trips.models import Departure
 
 # The whole hold in one round trip, safe to run in autocommit: check the caller's account
@@ -167,7 +168,7 @@ async def list_for_user(
     if user_id is not None:
         query = query.where(Reservation.user_id == user_id)
     if status is not None:
-        query = query.where(Reservation.status == status.value)
+        query = query.where(_reads_as(status, now=datetime.now(UTC)))
     if after is not None:
         created_at, reservation_id = after
         query = query.where(
@@ -175,6 +176,17 @@ async def list_for_user(
             | ((Reservation.created_at == created_at) & (Reservation.id < reservation_id))
         )
     return list((await session.execute(query)).scalars())
+
+
+def _reads_as(status: ReservationStatus, *, now: datetime) -> ColumnElement[bool]:
+    """Reservations a client sees in ``status``: a lapsed hold reads as expired."""
+    lapsing = [state.value for state in LAPSES]
+    lapsed = Reservation.status.in_(lapsing) & (Reservation.expires_at <= now)
+    if status is ReservationStatus.EXPIRED:
+        return (Reservation.status == status.value) | lapsed
+    if status in LAPSES:
+        return (Reservation.status == status.value) & (Reservation.expires_at > now)
+    return Reservation.status == status.value
 
 
 async def release_seats(session: AsyncSession, *, departure_id: int, seats: int) -> int:
