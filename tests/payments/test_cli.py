@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests import environment
 from tests.support.factories import Factories
-from tests.support.payments import open_payment, settle_as
+from tests.support.payments import hold, open_payment, pay, settle_as
 from tests.support.sandboxes import PaymentSandbox
 from tripbook.core.db import unit_of_work
 from tripbook.payments.gateway import Approved, RetryableFailure
@@ -45,19 +45,9 @@ async def tripbook(sandbox: PaymentSandbox, *args: str) -> tuple[int, str, str]:
 
 async def paid_hold(client: httpx.AsyncClient, factories: Factories) -> str:
     account = await factories.account()
-    departure = await factories.departure(seats=2, price=1500)
-    held = await client.post(
-        "/v1/reservations",
-        json={"departure_id": departure.id, "seats": 1, "passengers": [{"full_name": "A"}]},
-        headers=account.headers,
-    )
-    reservation_id: str = held.json()["id"]
-    paid = await client.post(
-        f"/v1/reservations/{reservation_id}/payment",
-        json={"payment_token": "tok_approve"},
-        headers=account.headers,
-    )
-    assert paid.status_code == 202
+    held = await hold(client, factories, account, seats=1, capacity=2, price=1500)
+    assert (await pay(client, account, held["id"])).status_code == 202
+    reservation_id: str = held["id"]
     return reservation_id
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.core.test_errors import assert_problem
 from tests.support.factories import Account, Factories
-from tests.support.payments import open_payment, refund_as, settle_as
+from tests.support.payments import hold, open_payment, pay, refund_as, settle_as
 from tripbook.core.db import unit_of_work
 from tripbook.core.outbox import OutboxEvent
 from tripbook.payments import settlement
@@ -30,40 +30,6 @@ from tripbook.trips.models import Departure
 @pytest.fixture
 async def customer(factories: Factories) -> Account:
     return await factories.account()
-
-
-async def hold(
-    client: httpx.AsyncClient,
-    factories: Factories,
-    account: Account,
-    *,
-    seats: int = 2,
-    capacity: int = 5,
-    departs_in: timedelta = timedelta(days=7),
-) -> dict[str, Any]:
-    departure = await factories.departure(seats=capacity, price=2500, departs_in=departs_in)
-    response = await client.post(
-        "/v1/reservations",
-        json={
-            "departure_id": departure.id,
-            "seats": seats,
-            "passengers": [{"full_name": "A"}] * seats,
-        },
-        headers=account.headers,
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def pay(
-    client: httpx.AsyncClient, account: Account, reservation_id: str, card: str = "tok_approve"
-) -> httpx.Response:
-    return await client.post(
-        f"/v1/reservations/{reservation_id}/payment",
-        json={"payment_token": card},
-        headers=account.headers,
-    )
 
 
 async def read(client: httpx.AsyncClient, account: Account, reservation_id: str) -> str:

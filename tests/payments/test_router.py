@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.core.test_errors import assert_problem
 from tests.support.factories import Account, Factories
-from tests.support.payments import settle_as
+from tests.support.payments import hold, pay_url, settle_as
 from tests.support.workers import eventually
 from tripbook.core.db import unit_of_work
 from tripbook.core.outbox import OutboxEvent
@@ -27,24 +27,6 @@ from tripbook.settings import Settings
 @pytest.fixture
 async def customer(factories: Factories) -> Account:
     return await factories.account()
-
-
-async def hold(
-    client: httpx.AsyncClient, factories: Factories, account: Account, *, price: int = 2500
-) -> dict[str, Any]:
-    departure = await factories.departure(seats=5, price=price)
-    response = await client.post(
-        "/v1/reservations",
-        json={"departure_id": departure.id, "seats": 2, "passengers": [{"full_name": "A"}] * 2},
-        headers=account.headers,
-    )
-    assert response.status_code == 201
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def pay_url(reservation_id: str) -> str:
-    return f"/v1/reservations/{reservation_id}/payment"
 
 
 async def payments(
