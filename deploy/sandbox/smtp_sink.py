@@ -11,6 +11,11 @@ is opened and closed by the HTTP app's lifespan, so `/healthz` answering means b
     DELETE /holds                release: stalled messages are accepted, none is held anymore
     GET    /healthz
 
+With ``--tls-cert``/``--tls-key`` the sink offers STARTTLS and refuses mail sent without
+it; with ``--auth-user``/``--auth-password`` as well, it refuses mail from a client that
+has not logged in with those (AUTH PLAIN or LOGIN, only inside TLS). Each message records
+what its session was: ``tls`` (true after STARTTLS) and ``auth_login`` (the user, or null).
+
 A held message is stored only when it is released and its sender is still connected: a
 sender that dies while stalled never got "250", so nothing was delivered (as with a real
 server), which is what a test killing a worker mid-send needs to see.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import ssl
 import sys
 from collections import deque
 from collections.abc import AsyncIterator
@@ -31,7 +37,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import uvicorn
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -76,6 +82,36 @@ def parse(envelope: Envelope) -> dict[str, Any]:
     }
 
 
+def session_facts(session: Session) -> dict[str, Any]:
+    """How the message came: inside TLS or not, and as which logged-in user."""
+    login = session.auth_data.login if session.authenticated else None
+    return {
+        "tls": session.ssl is not None,
+        "auth_login": login.decode() if isinstance(login, bytes) else None,
+    }
+
+
+class Credentials:
+    """aiosmtpd authenticator accepting exactly one user and password."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.expected = LoginPassword(user.encode(), password.encode())
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if isinstance(auth_data, LoginPassword) and auth_data == self.expected:
+            return AuthResult(success=True, auth_data=auth_data)
+        logger.info("authentication refused mechanism=%s", mechanism)
+        return AuthResult(success=False, handled=False)
+
+
+def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 class Mailbox:
     """aiosmtpd handler that stores every message; the oldest go first past the cap."""
 
@@ -108,27 +144,46 @@ class Mailbox:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         await self._stall(envelope)
-        item = parse(envelope)
+        item = parse(envelope) | session_facts(session)
         self.messages.append(item)
         logger.info(
-            "received from=%s to=%s subject=%r message_id=%s",
+            "received from=%s to=%s subject=%r message_id=%s tls=%s auth_login=%s",
             item["mail_from"],
             ",".join(item["rcpt_tos"]),
             item["subject"],
             item["message_id"],
+            item["tls"],
+            item["auth_login"],
         )
         # Stored before we answer 250, so a client that got 250 can read it back at once.
         return "250 Message accepted for delivery"
 
 
-def create_app(mailbox: Mailbox, host: str, smtp_port: int) -> Starlette:
-    """The HTTP side; its lifespan owns the SMTP listener."""
+def create_app(
+    mailbox: Mailbox,
+    host: str,
+    smtp_port: int,
+    *,
+    tls_context: ssl.SSLContext | None = None,
+    credentials: Credentials | None = None,
+) -> Starlette:
+    """The HTTP side; its lifespan owns the SMTP listener. With ``tls_context`` STARTTLS is
+    offered and required; with ``credentials`` too, so is logging in."""
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: SMTP(mailbox, hostname="smtp-sink", enable_SMTPUTF8=True, loop=loop),
+            lambda: SMTP(
+                mailbox,
+                hostname="smtp-sink",
+                enable_SMTPUTF8=True,
+                tls_context=tls_context,
+                require_starttls=tls_context is not None,
+                authenticator=credentials,
+                auth_required=credentials is not None,
+                loop=loop,
+            ),
             host,
             smtp_port,
         )
@@ -187,13 +242,29 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--smtp-port", type=int, default=8025)
     parser.add_argument("--http-port", type=int, default=8026)
+    parser.add_argument("--tls-cert", help="PEM certificate: offer and require STARTTLS")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--auth-user", help="require AUTH as this user (needs TLS)")
+    parser.add_argument("--auth-password", help="the password of --auth-user")
     args = parser.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if bool(args.auth_user) != bool(args.auth_password):
+        parser.error("--auth-user and --auth-password go together")
+    if args.auth_user and not args.tls_cert:
+        parser.error("--auth-user needs --tls-cert: credentials only travel inside TLS")
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stdout,
     )
-    app = create_app(Mailbox(), args.host, args.smtp_port)
+    app = create_app(
+        Mailbox(),
+        args.host,
+        args.smtp_port,
+        tls_context=server_tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None,
+        credentials=Credentials(args.auth_user, args.auth_password) if args.auth_user else None,
+    )
     config = uvicorn.Config(
         app,
         host=args.host,

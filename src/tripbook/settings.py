@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     smtp_port: int = 8025
     smtp_timeout_s: float = Field(default=10.0, gt=0)
     smtp_starttls: bool = False
+    # PEM certificates to verify the SMTP server with (none: the system's trust store).
+    smtp_ca_file: str | None = None
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     mail_from: str = "tripbook <no-reply@tripbook.local>"

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+import tripbook
+from tripbook.core import errors
+from tripbook.core.errors import DomainError
 from tripbook.main import create_app
 from tripbook.settings import Settings
 
@@ -78,3 +85,45 @@ class TestUnexpectedError:
         assert "secret" not in response.text
         assert "SELECT" not in response.text
         assert "Traceback" not in response.text
+
+
+def domain_errors() -> list[type[DomainError]]:
+    """Every ``DomainError`` subclass the package defines, all modules imported."""
+    for module in pkgutil.walk_packages(tripbook.__path__, "tripbook."):
+        importlib.import_module(module.name)
+    found: list[type[DomainError]] = []
+    pending: list[type[DomainError]] = [DomainError]
+    while pending:
+        for subclass in pending.pop().__subclasses__():
+            if subclass.__module__.startswith("tripbook."):
+                found.append(subclass)
+                pending.append(subclass)
+    return found
+
+
+class TestHierarchy:
+    def test_the_docstring_lists_each_base_with_its_status(self) -> None:
+        documented = dict(re.findall(r"[├└]── (\w+)\s+(\d{3})", errors.__doc__ or ""))
+        bases = {
+            cls.__name__: str(cls.status)
+            for cls in domain_errors()
+            if cls.__module__ == errors.__name__
+        }
+
+        assert documented == bases
+
+    def test_every_error_is_raised_somewhere(self) -> None:
+        """A class nothing raises is an answer the API never gives: dead code."""
+        source = "\n".join(
+            path.read_text() for path in Path(tripbook.__file__).parent.rglob("*.py")
+        )
+        leaves = [cls for cls in domain_errors() if not cls.__subclasses__()]
+
+        never_raised = [
+            cls.__name__
+            for cls in leaves
+            if not re.search(rf"raise {cls.__name__}\b|(?<!class )\b{cls.__name__}\(", source)
+        ]
+
+        assert leaves
+        assert never_raised == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import ssl
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,7 +13,8 @@ from email.utils import make_msgid
 
 import pytest
 
-from tests.support.sandboxes import SmtpSink, run_smtp_sink
+from tests.support.behaviour_smtp import TlsFiles, run_smtp_sink_on, self_signed_certificate
+from tests.support.sandboxes import SmtpSink, free_port, run_smtp_sink
 from tests.support.workers import eventually
 
 SENDER = "bookings@tripbook.test"
@@ -70,6 +72,14 @@ class TestReceive:
 
         [item] = sink.messages(to=to)
         assert (item["text"], item["html"]) == ("Just text.\n", None)
+
+    def test_a_plain_session_is_recorded_as_such(self, sink: SmtpSink) -> None:
+        to = new_address()
+
+        send(sink, plain_message(to))
+
+        [item] = sink.messages(to=to)
+        assert (item["tls"], item["auth_login"]) == (False, None)
 
     def test_logs_each_message(self, sink: SmtpSink) -> None:
         message = plain_message(new_address())
@@ -151,3 +161,79 @@ class TestHold:
         held_sink.release()
 
         assert held_sink.messages(to=to) == []
+
+
+USER, PASSWORD = "tripbook-mailer", "sink-password-1"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return self_signed_certificate(tmp_path_factory.mktemp("smtp-tls"))
+
+
+@pytest.fixture(scope="module")
+def secure_sink(
+    tmp_path_factory: pytest.TempPathFactory, certificate: TlsFiles
+) -> Iterator[SmtpSink]:
+    """The sink requiring STARTTLS and a login."""
+    log_dir = tmp_path_factory.mktemp("smtp-sink-secure")
+    with run_smtp_sink_on(log_dir, free_port(), tls=certificate, login=(USER, PASSWORD)) as running:
+        yield running
+
+
+def connect(sink: SmtpSink, certificate: TlsFiles, *, starttls: bool = True) -> smtplib.SMTP:
+    smtp = smtplib.SMTP(sink.smtp_host, sink.smtp_port, timeout=5)
+    if starttls:
+        # Verified against the certificate itself, as a client trusting it would.
+        smtp.starttls(context=ssl.create_default_context(cafile=str(certificate.cert)))
+    return smtp
+
+
+class TestStartTlsAndLogin:
+    def test_records_an_authenticated_tls_session(
+        self, secure_sink: SmtpSink, certificate: TlsFiles
+    ) -> None:
+        to = new_address()
+
+        with connect(secure_sink, certificate) as smtp:
+            smtp.login(USER, PASSWORD)
+            smtp.send_message(plain_message(to))
+
+        [item] = secure_sink.messages(to=to)
+        assert (item["tls"], item["auth_login"]) == (True, USER)
+        assert f"tls=True auth_login={USER}" in secure_sink.log()
+
+    def test_refuses_mail_without_starttls(
+        self, secure_sink: SmtpSink, certificate: TlsFiles
+    ) -> None:
+        to = new_address()
+
+        with (
+            connect(secure_sink, certificate, starttls=False) as smtp,
+            pytest.raises(smtplib.SMTPSenderRefused) as refused,
+        ):
+            smtp.send_message(plain_message(to))
+
+        assert refused.value.smtp_code == 530
+        assert secure_sink.messages(to=to) == []
+
+    def test_refuses_mail_without_login(self, secure_sink: SmtpSink, certificate: TlsFiles) -> None:
+        to = new_address()
+
+        with (
+            connect(secure_sink, certificate) as smtp,
+            pytest.raises(smtplib.SMTPSenderRefused) as refused,
+        ):
+            smtp.send_message(plain_message(to))
+
+        assert refused.value.smtp_code == 530
+        assert secure_sink.messages(to=to) == []
+
+    def test_refuses_a_wrong_password(self, secure_sink: SmtpSink, certificate: TlsFiles) -> None:
+        with (
+            connect(secure_sink, certificate) as smtp,
+            pytest.raises(smtplib.SMTPAuthenticationError) as refused,
+        ):
+            smtp.login(USER, "not-the-password")
+
+        assert refused.value.smtp_code == 535

@@ -6,12 +6,15 @@
     ├── PermissionDenied         403
     ├── Unauthenticated          401
     ├── InvalidInput             422
-    ├── PayloadTooLarge          413
-    ├── RateLimited              429, retryable
-    └── Unavailable              503, retryable (lock timeout, dependency down)
+    └── RateLimited              429, retryable
 
 Each domain subclasses these in its own ``exceptions.py`` with a stable ``code``
 (``SEATS_UNAVAILABLE``, ``DEPARTURE_NOT_FOUND`` …) that clients may switch on.
+
+Two answers are not domain errors, because no service decides them: 413 for a body
+over ``TRIPBOOK_MAX_BODY_BYTES`` (``BodySizeLimitMiddleware``, before anything parses
+it) and 503 ``UNAVAILABLE`` + ``Retry-After`` for a transient database failure such as
+a lock timeout (``main.on_database_error``).
 """
 
 from __future__ import annotations
@@ -61,29 +64,11 @@ class InvalidInput(DomainError):
     title = "Invalid input"
 
 
-class PayloadTooLarge(DomainError):
-    status = 413
-    code = "PAYLOAD_TOO_LARGE"
-    title = "Request body too large"
-
-
 class RateLimited(DomainError):
     status = 429
     code = "RATE_LIMITED"
     title = "Too many requests"
 
     def __init__(self, message: str | None = None, *, retry_after_s: int, **context: Any) -> None:
-        super().__init__(message, **context)
-        self.retry_after_s = retry_after_s
-
-
-class Unavailable(DomainError):
-    """A temporary condition: the client should retry after ``retry_after_s``."""
-
-    status = 503
-    code = "UNAVAILABLE"
-    title = "Temporarily unavailable"
-
-    def __init__(self, message: str | None = None, *, retry_after_s: int = 1, **context: Any):
         super().__init__(message, **context)
         self.retry_after_s = retry_after_s

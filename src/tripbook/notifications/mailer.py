@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import ssl
 import uuid
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -38,7 +39,9 @@ def send_message(settings: Settings, message: EmailMessage) -> None:
         settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_s
     ) as smtp:
         if settings.smtp_starttls:
-            smtp.starttls()
+            # smtplib verifies nothing without a context: check the server's certificate
+            # and name, against TRIPBOOK_SMTP_CA_FILE or the system's trust store.
+            smtp.starttls(context=ssl.create_default_context(cafile=settings.smtp_ca_file))
         if settings.smtp_username and settings.smtp_password:
             smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
         smtp.send_message(message)

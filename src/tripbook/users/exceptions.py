@@ -1,4 +1,4 @@
-from tripbook.core.errors import Conflict, NotFound, Unauthenticated
+from tripbook.core.errors import Conflict, Unauthenticated
 
 
 class EmailAlreadyRegistered(Conflict):
@@ -9,8 +9,3 @@ class EmailAlreadyRegistered(Conflict):
 class InvalidCredentials(Unauthenticated):
     code = "INVALID_CREDENTIALS"
     title = "Incorrect email or password"
-
-
-class UserNotFound(NotFound):
-    code = "USER_NOT_FOUND"
-    title = "User not found"
