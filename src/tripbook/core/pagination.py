@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -53,8 +53,13 @@ def decode_time_id_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The (created_at, id) of the previous page's last row, newest-first listings."""
     created_at, row_id = decode_cursor(cursor, 2)
     try:
-        return datetime.fromisoformat(created_at), uuid.UUID(row_id)
-    except (TypeError, ValueError) as exc:
+        # Only what encode_time_id_cursor issues: an aware instant that exists in UTC. A naive
+        # one, or one past year 9999 in UTC, would fail in the driver as a 500.
+        instant = datetime.fromisoformat(created_at)
+        if instant.tzinfo is None:
+            raise ValueError("naive")
+        return instant.astimezone(UTC), uuid.UUID(row_id)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInput("Malformed cursor", field="cursor") from exc
 
 

@@ -7,21 +7,34 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tripbook.core.db import MAX_BIGINT
 from tripbook.core.money import Money
+from tripbook.core.text import FullName
 from tripbook.reservations.models import ReservationStatus
 
 
 class PassengerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
-    full_name: str = Field(min_length=1, max_length=200)
+    full_name: FullName = Field(examples=["Ana Silva"])
 
 
 class ReservationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    departure_id: int = Field(ge=1, le=MAX_BIGINT)
-    seats: int = Field(ge=1, le=100, description="bounded further by the server's maximum")
-    passengers: list[PassengerIn] = Field(min_length=1, max_length=100)
+    # Strict: in lax mode `true` and "1" pass for integers, which the schema says they are not.
+    departure_id: int = Field(strict=True, ge=1, le=MAX_BIGINT, examples=[1])
+    seats: int = Field(
+        strict=True,
+        ge=1,
+        le=100,
+        description="bounded further by the server's maximum",
+        examples=[1],
+    )
+    passengers: list[PassengerIn] = Field(
+        min_length=1,
+        max_length=100,
+        description="one per seat",
+        examples=[[{"full_name": "Ana Silva"}]],
+    )
 
 
 class PassengerRead(BaseModel):

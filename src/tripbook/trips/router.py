@@ -3,22 +3,30 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from pydantic import AwareDatetime
 
 from tripbook.core.db import after_commit
 from tripbook.core.dependencies import IdPath, RedisDep, SessionDep, SettingsDep
 from tripbook.core.pagination import CursorQuery, LimitQuery, Page
 from tripbook.core.ratelimit import rate_limit
+from tripbook.core.text import NO_CONTROL_PATTERN
 from tripbook.trips import cache, service
 from tripbook.trips.repository import TripFilters
-from tripbook.trips.schemas import DepartureCreate, DepartureRead, TripCreate, TripRead, TripSummary
+from tripbook.trips.schemas import (
+    DepartureCreate,
+    DepartureRead,
+    Instant,
+    TripCreate,
+    TripRead,
+    TripSummary,
+)
 from tripbook.users.dependencies import OpsUser
 
 router = APIRouter(
     prefix="/v1/trips", tags=["trips"], dependencies=[Depends(rate_limit("default"))]
 )
 
-PlaceQuery = Annotated[str | None, Query(min_length=1, max_length=100)]
+PlaceQuery = Annotated[str | None, Query(min_length=1, max_length=100, pattern=NO_CONTROL_PATTERN)]
+InstantQuery = Annotated[Instant | None, Query()]
 
 
 @router.get("", response_model=Page[TripSummary])
@@ -26,8 +34,8 @@ async def search_trips(
     session: SessionDep,
     origin: PlaceQuery = None,
     destination: PlaceQuery = None,
-    departs_after: AwareDatetime | None = None,
-    departs_before: AwareDatetime | None = None,
+    departs_after: InstantQuery = None,
+    departs_before: InstantQuery = None,
     min_seats: Annotated[int | None, Query(ge=1, le=100)] = None,
     cursor: CursorQuery = None,
     limit: LimitQuery = 20,

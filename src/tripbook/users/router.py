@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, status
 
 from tripbook.core.dependencies import SessionDep, SettingsDep
 from tripbook.core.ratelimit import rate_limit
@@ -11,7 +10,7 @@ from tripbook.core.security import Role, create_access_token
 from tripbook.users import service
 from tripbook.users.dependencies import CurrentUser
 from tripbook.users.models import User
-from tripbook.users.schemas import AccessToken, UserCreate, UserRead
+from tripbook.users.schemas import AccessToken, LoginForm, UserCreate, UserRead
 
 auth_router = APIRouter(prefix="/v1/auth", tags=["auth"])
 users_router = APIRouter(
@@ -35,7 +34,7 @@ async def register(body: UserCreate, session: SessionDep) -> User:
 
 @auth_router.post("/token", response_model=AccessToken, dependencies=[auth_limit])
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[LoginForm, Form()],
     session: SessionDep,
     settings: SettingsDep,
 ) -> AccessToken:
