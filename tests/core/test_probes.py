@@ -59,6 +59,7 @@ class TestReadyz:
         response = await client.get("/readyz")
 
         assert response.status_code == 200
+        assert response.json() == {"status": "ok"}  # both checks ran and passed
 
     async def test_names_the_database_when_it_is_down(self, settings: Settings) -> None:
         broken = settings.model_copy(
@@ -75,7 +76,8 @@ class TestReadyz:
             response = await c.get("/readyz")
 
         assert response.status_code == 503
-        assert set(response.json()["failing"]) == {"database"}
+        body = response.json()
+        assert (body["status"], set(body["failing"])) == ("unavailable", {"database"})
 
     async def test_names_redis_when_it_is_down(self, settings: Settings) -> None:
         broken = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{closed_port()}/0"})
@@ -87,7 +89,8 @@ class TestReadyz:
             response = await c.get("/readyz")
 
         assert response.status_code == 503
-        assert set(response.json()["failing"]) == {"redis"}
+        body = response.json()
+        assert (body["status"], set(body["failing"])) == ("unavailable", {"redis"})
 
     async def test_draining_is_not_ready(self, settings: Settings) -> None:
         app = create_app(settings)
@@ -99,4 +102,4 @@ class TestReadyz:
             response = await c.get("/readyz")
 
         assert response.status_code == 503
-        assert response.json()["status"] == "draining"
+        assert response.json() == {"status": "draining"}

@@ -23,8 +23,11 @@ from tests.support.servers import run_gunicorn
 pytestmark = pytest.mark.slow
 
 IN_FLIGHT = 6
-GRACEFUL_TIMEOUT_S = 15
-SHUTDOWN_DELAY_S = 2
+WORKERS = 2
+GRACEFUL_TIMEOUT_S = 30
+# How long /readyz says 503 before the workers stop listening: the probe below has all of
+# it to see the 503, so a busy machine cannot make it miss the window.
+SHUTDOWN_DELAY_S = 8
 
 
 async def holds_waiting(observer: asyncpg.Connection, expected: int) -> bool:
@@ -55,7 +58,7 @@ async def test_sigterm_drains_in_flight_requests(log_dir: Path, factories: Facto
     dsn = environment.DATABASE_URL.replace("+asyncpg", "")
     blocker, observer = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
     try:
-        with run_gunicorn(log_dir, workers=2, env=env) as server:
+        with run_gunicorn(log_dir, workers=WORKERS, env=env) as server:
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
                 lock = blocker.transaction()
                 await lock.start()
@@ -84,16 +87,20 @@ async def test_sigterm_drains_in_flight_requests(log_dir: Path, factories: Facto
                     return readiness[-1] == 503
 
                 await until(not_ready, SHUTDOWN_DELAY_S, "/readyz to answer 503")
+                # Draining, and not yet done: every request is still waiting on the lock.
+                assert not any(request.done() for request in in_flight)
                 await lock.rollback()
                 responses = await asyncio.gather(*in_flight)
             exit_code = await asyncio.to_thread(server.process.wait, GRACEFUL_TIMEOUT_S + 5)
             stopped_after = time.monotonic() - signalled_at
+        drained = [line for line in server.log_lines() if line.get("event") == "draining"]
     finally:
         await blocker.close()
         await observer.close()
 
     assert [r.status_code for r in responses] == [201] * IN_FLIGHT
     assert readiness[-1] == 503
+    assert len(drained) == WORKERS  # each worker turned not-ready on its own SIGTERM
     assert exit_code == 0
     assert stopped_after < GRACEFUL_TIMEOUT_S
     assert await factories.seats_available(departure.id) == 50 - IN_FLIGHT

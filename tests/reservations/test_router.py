@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -18,11 +19,15 @@ from tripbook.settings import Settings
 from tripbook.users.models import User
 
 
-def hold_body(departure_id: int, seats: int = 2) -> dict[str, Any]:
+def hold_body(
+    departure_id: int, seats: int = 2, *, names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """A hold of ``seats`` seats; ``names``: the passengers' (default "Passenger 0", ...)."""
+    names = [f"Passenger {n}" for n in range(seats)] if names is None else list(names)
     return {
         "departure_id": departure_id,
         "seats": seats,
-        "passengers": [{"full_name": f"Passenger {n}"} for n in range(seats)],
+        "passengers": [{"full_name": name} for name in names],
     }
 
 
@@ -62,7 +67,7 @@ class TestHoldSeats:
 
         response = await client.post("/v1/reservations", json=hold_body(departure.id))
 
-        assert_problem(response, 401)
+        assert assert_problem(response, 401)["code"] == "UNAUTHENTICATED"
         assert await factories.seats_available(departure.id) == 50
 
     async def test_sold_out(
@@ -182,7 +187,7 @@ class TestHoldSeats:
             headers={**customer.headers, "content-type": "application/json"},
         )
 
-        assert_problem(response, 422)
+        assert assert_problem(response, 422)["code"] == "VALIDATION_ERROR"
 
     @pytest.mark.parametrize(
         "token",
@@ -203,7 +208,7 @@ class TestHoldSeats:
             headers={"Authorization": f"Bearer {token}"},
         )
 
-        assert_problem(response, 401)
+        assert assert_problem(response, 401)["code"] == "UNAUTHENTICATED"
         assert await factories.seats_available(departure.id) == 50
 
     async def test_expired_token_is_401(
@@ -303,7 +308,7 @@ class TestIdempotency:
             headers={**customer.headers, "Idempotency-Key": "k" * 256},
         )
 
-        assert_problem(response, 422)
+        assert assert_problem(response, 422)["code"] == "VALIDATION_ERROR"
         assert await factories.seats_available(departure.id) == 50
 
 
@@ -355,15 +360,26 @@ class TestReadReservations:
         response = await client.get(f"/v1/reservations/{created.json()['id']}", headers=ops.headers)
 
         assert response.status_code == 200
+        assert response.json() == created.json()  # the customer's, as the customer sees it
 
-    @pytest.mark.parametrize("reservation_id", ["nope", "123", str(uuid.uuid4())])
-    async def test_unknown_or_malformed_id(
+    async def test_unknown_id_is_404(self, client: httpx.AsyncClient, customer: Account) -> None:
+        reservation_id = str(uuid.uuid4())
+
+        response = await client.get(f"/v1/reservations/{reservation_id}", headers=customer.headers)
+
+        body = assert_problem(response, 404)
+        assert body["code"] == "RESERVATION_NOT_FOUND"
+        assert body["context"] == {"reservation_id": reservation_id}
+
+    @pytest.mark.parametrize("reservation_id", ["nope", "123", "0" * 31, str(uuid.uuid4()) + "0"])
+    async def test_malformed_id_is_422(
         self, client: httpx.AsyncClient, customer: Account, reservation_id: str
     ) -> None:
         response = await client.get(f"/v1/reservations/{reservation_id}", headers=customer.headers)
 
-        assert response.status_code in (404, 422)
-        assert_problem(response, response.status_code)
+        body = assert_problem(response, 422)
+        assert body["code"] == "VALIDATION_ERROR"
+        assert [error["loc"] for error in body["errors"]] == [["path", "reservation_id"]]
 
     async def test_list_is_own_paginated_and_filtered(
         self, client: httpx.AsyncClient, factories: Factories
@@ -408,7 +424,7 @@ class TestReadReservations:
             "/v1/reservations", params={"cursor": "!!!"}, headers=customer.headers
         )
 
-        assert_problem(response, 422)
+        assert assert_problem(response, 422)["code"] == "INVALID_INPUT"
 
 
 class TestCancel:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis as SyncRedis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests import environment
 from tests.support.sandboxes import SmtpSink
@@ -189,9 +190,19 @@ async def eventually(
 
 
 async def wait_for_messages(
-    sink: SmtpSink, *, to: str, count: int, timeout_s: float = 20.0
+    sink: SmtpSink,
+    *,
+    to: str,
+    count: int,
+    timeout_s: float = 20.0,
+    exact_for: tuple[async_sessionmaker[AsyncSession], str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The sink's messages to ``to``, once there are at least ``count`` of them."""
+    """The sink's messages to ``to``, once there are at least ``count`` of them.
+
+    ``exact_for=(sessionmaker, reservation_id)``: exactly ``count``, counted only once every
+    email event of that reservation has been processed (``money.emails_sent``), so a
+    duplicate still on its way is counted too, and fails the check.
+    """
 
     async def arrived() -> list[dict[str, Any]] | None:
         messages = sink.messages(to=to)
@@ -200,4 +211,15 @@ async def wait_for_messages(
     messages: list[dict[str, Any]] = await eventually(
         arrived, timeout_s=timeout_s, what=f"{count} messages to {to}"
     )
+    if exact_for is None:
+        return messages
+    # Imported here: tests.support.money imports this module.
+    from tests.support.money import emails_sent
+
+    sessionmaker, reservation_id = exact_for
+    subjects = await emails_sent(
+        sessionmaker, sink, to=to, reservation_id=reservation_id, timeout_s=timeout_s
+    )
+    messages = sink.messages(to=to)
+    assert len(messages) == count, f"expected {count} emails to {to}, got: {subjects}"
     return messages

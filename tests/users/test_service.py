@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from functools import partial
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.support.claims_locks import backend_blocked_by, backend_pid
+from tests.support.workers import eventually
 from tripbook.core import security
 from tripbook.core.db import unit_of_work
 from tripbook.users import repository, service
@@ -55,28 +59,48 @@ class TestRegister:
                     session, email=registered.email.upper(), password=PASSWORD, full_name="Again"
                 )
 
-    async def test_concurrent_registration_loses_cleanly(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        registered: User,
-        monkeypatch: pytest.MonkeyPatch,
+    @pytest.mark.parametrize("first_ends", ["commit", "rollback"])
+    async def test_concurrent_registrations_of_one_email(
+        self, sessionmaker: async_sessionmaker[AsyncSession], first_ends: str
     ) -> None:
-        """The existence check ran before the winner committed: the unique index decides."""
-
-        checked: list[str] = []
-
-        async def not_yet_visible(session: AsyncSession, email: str) -> None:
-            checked.append(email)
-
-        monkeypatch.setattr(repository, "get_by_email", not_yet_visible)
-
-        with pytest.raises(EmailAlreadyRegistered):
-            async with unit_of_work(sessionmaker) as session:
-                await service.register(
-                    session, email=registered.email, password=PASSWORD, full_name="Racer"
+        """Two registrations on their own connections, the second passing its existence
+        check while the first is not yet committed: its INSERT waits on the first's entry
+        in the unique index. A committed first wins and the second is refused as a
+        duplicate (no IntegrityError escapes); a rolled-back first leaves the email free."""
+        email = unique_email()
+        async with sessionmaker() as first_session:
+            async with first_session.begin() as transaction:
+                first = await service.register(
+                    first_session, email=email, password=PASSWORD, full_name="First"
                 )
+                first_pid = await backend_pid(first_session)
+                second = asyncio.create_task(register(sessionmaker, email, "Second"))
+                await eventually(
+                    partial(backend_blocked_by, sessionmaker, first_pid),
+                    what="the second registration's INSERT to wait on the first",
+                )
+                assert not second.done()
+                if first_ends == "rollback":
+                    await transaction.rollback()
+            outcome = await asyncio.gather(second, return_exceptions=True)
 
-        assert checked == [registered.email]
+        async with sessionmaker() as session:
+            stored = await repository.get_by_email(session, email)
+        assert stored is not None
+        if first_ends == "commit":
+            assert [type(result) for result in outcome] == [EmailAlreadyRegistered]
+            assert (stored.id, stored.full_name) == (first.id, "First")
+        else:
+            [second_user] = outcome
+            assert isinstance(second_user, User)
+            assert (stored.id, stored.full_name) == (second_user.id, "Second")
+
+
+async def register(
+    sessionmaker: async_sessionmaker[AsyncSession], email: str, full_name: str
+) -> User:
+    async with unit_of_work(sessionmaker) as session:
+        return await service.register(session, email=email, password=PASSWORD, full_name=full_name)
 
 
 class TestAuthenticate:

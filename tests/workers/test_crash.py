@@ -19,6 +19,7 @@ from celery import Celery
 from sqlalchemy import select, text
 
 from tests import environment
+from tests.support.claims_locks import backend_blocked_by, backend_pid
 from tests.support.sandboxes import PaymentSandbox, SmtpSink
 from tests.support.seats import DepartureSeats, departure_seats_at
 from tests.support.workers import eventually, finished, run_worker, wait_for_messages
@@ -39,17 +40,20 @@ RESTORE_ENV = {
 }
 
 
-async def charge_reaches_gateway(
-    booking: Booking, sandbox: PaymentSandbox, reservation_id: str
-) -> None:
-    """Wait until the settlement is under way: its first charge attempt hit the gateway."""
+def charge_statuses(sandbox: PaymentSandbox, idempotency_key: str) -> list[str]:
+    """What the processor shows under the key: ``["processing"]`` while a call is in flight."""
+    return [charge["status"] for charge in sandbox.charges(idempotency_key)]
+
+
+async def charge_in_flight(booking: Booking, sandbox: PaymentSandbox, reservation_id: str) -> str:
+    """Wait until the settlement's charge is being processed at the gateway; its key."""
     [payment] = await booking.payments(reservation_id)
-
-    def charging() -> bool:
-        charge = sandbox.stats()["charges"].get(payment.idempotency_key)
-        return charge is not None and charge["attempts"] == 1
-
-    await eventually(charging, what="the charge to reach the gateway")
+    key = payment.idempotency_key
+    await eventually(
+        lambda: charge_statuses(sandbox, key) == ["processing"],
+        what="the charge to be in flight at the gateway",
+    )
+    return key
 
 
 async def test_settlement_survives_a_killed_worker(
@@ -63,9 +67,11 @@ async def test_settlement_survives_a_killed_worker(
 
     with run_worker(jobs_log_dir, env=worker_env, name="doomed") as doomed:
         await booking.pay(account, held["id"], "tok_slow_3000")
-        await charge_reaches_gateway(booking, payment_sandbox, held["id"])
+        key = await charge_in_flight(booking, payment_sandbox, held["id"])
         doomed.kill()
         assert doomed.popen.returncode == -9
+        # Processing before the kill and still after it: the worker died mid-call.
+        assert charge_statuses(payment_sandbox, key) == ["processing"]
 
     reservation = await booking.reservation(held["id"])
     assert reservation.status == "payment_pending"
@@ -81,6 +87,7 @@ async def test_settlement_survives_a_killed_worker(
     # Every call reached the gateway (those during the dead one's were told "in use").
     charge = payment_sandbox.stats()["charges"][payment.idempotency_key]
     assert charge == {"applied": 1, "attempts": payment.attempts}
+    assert charge_statuses(payment_sandbox, key) == ["succeeded"]
 
 
 async def test_sigterm_during_a_settlement_lets_it_finish(
@@ -94,9 +101,11 @@ async def test_sigterm_during_a_settlement_lets_it_finish(
     held = await booking.hold(account, departure.id)
 
     with run_worker(jobs_log_dir, env=worker_env, name="terminated") as terminated:
-        await booking.pay(account, held["id"], "tok_slow_2000")
-        await charge_reaches_gateway(booking, payment_sandbox, held["id"])
+        await booking.pay(account, held["id"], "tok_slow_3000")
+        key = await charge_in_flight(booking, payment_sandbox, held["id"])
         terminated.popen.send_signal(signal.SIGTERM)
+        # Processing before the signal and still after it: SIGTERM landed mid-charge.
+        assert charge_statuses(payment_sandbox, key) == ["processing"]
         exit_code = await asyncio.to_thread(terminated.popen.wait, 30)
 
     assert exit_code == 0
@@ -104,10 +113,9 @@ async def test_sigterm_during_a_settlement_lets_it_finish(
     assert reservation.status == "confirmed"  # finished before the worker exited
     [payment] = await booking.payments(held["id"])
     assert (payment.status, payment.attempts) == ("succeeded", 1)
-    assert payment_sandbox.stats()["charges"][payment.idempotency_key] == {
-        "applied": 1,
-        "attempts": 1,
-    }
+    assert payment_sandbox.stats()["charges"][key] == {"applied": 1, "attempts": 1}
+    [charge] = payment_sandbox.charges(key)
+    assert (charge["status"], charge["id"]) == ("succeeded", payment.gateway_reference)
 
 
 async def test_refund_survives_a_killed_worker(
@@ -130,13 +138,15 @@ async def test_refund_survives_a_killed_worker(
         )
         assert cancelled.status_code == 200
 
-        def refunding() -> bool:
-            refund = payment_sandbox.stats()["refunds"].get(refund_key)
-            return refund is not None and refund["attempts"] == 1
+        def refund_statuses() -> list[str]:
+            return [refund["status"] for refund in payment_sandbox.refunds(refund_key)]
 
-        await eventually(refunding, what="the refund to reach the gateway")
+        await eventually(
+            lambda: refund_statuses() == ["processing"], what="the refund to be at the gateway"
+        )
         doomed.kill()
         assert doomed.popen.returncode == -9
+        assert refund_statuses() == ["processing"]  # the worker died mid-call
 
     [refund] = await booking.payments(held["id"], kind="refund")
     assert (refund.status, refund.attempts) == ("unknown", 1)  # sent; outcome not known
@@ -191,24 +201,18 @@ async def test_email_survives_a_killed_worker(
     assert not await email_claimed(booking, event.id)  # the claim died with the worker
 
     with run_worker(jobs_log_dir, env={**worker_env, **RESTORE_ENV}, name="successor") as successor:
-        await wait_for_messages(smtp_sink, to=account.email, count=1, timeout_s=30)
         await eventually(partial(finished, [successor], event.id), what="the email task")
+        [message] = await wait_for_messages(
+            smtp_sink,
+            to=account.email,
+            count=1,
+            timeout_s=30,
+            exact_for=(booking.sessionmaker, held["id"]),
+        )
 
-    [message] = smtp_sink.messages(to=account.email)
     assert message["subject"] == f"Seats held: reservation {held['id']}"
     assert message["message_id"].startswith(f"<{event.id}@")
     assert await email_claimed(booking, event.id)
-
-
-async def backend_blocked_by(booking: Booking, blocker_pid: int) -> int | None:
-    """The PostgreSQL backend waiting for a lock that ``blocker_pid`` holds, if any."""
-    async with booking.sessionmaker() as session:
-        result = await session.execute(
-            text("SELECT pid FROM pg_stat_activity WHERE :blocker = ANY(pg_blocking_pids(pid))"),
-            {"blocker": blocker_pid},
-        )
-        pid: int | None = result.scalar_one_or_none()
-        return pid
 
 
 async def backend_gone(booking: Booking, pid: int) -> bool:
@@ -246,11 +250,12 @@ async def test_expiry_sweep_survives_a_killed_worker(
         await blocker.execute(
             select(Departure.id).where(Departure.id == departure.id).with_for_update()
         )
-        blocker_pid = (await blocker.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        blocker_pid = await backend_pid(blocker)
         with run_worker(jobs_log_dir, env=patient, name="doomed") as doomed:
             sweep = broker.send_task("maintenance.expire_holds", queue="maintenance")
             sweeper_pid = await eventually(
-                partial(backend_blocked_by, booking, blocker_pid), what="the sweep mid-run"
+                partial(backend_blocked_by, booking.sessionmaker, blocker_pid),
+                what="the sweep mid-run",
             )
             doomed.kill()
         await blocker.rollback()

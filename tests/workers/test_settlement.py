@@ -40,11 +40,12 @@ class TestSettlement:
         await booking.pay(account, held["id"], "tok_approve")
 
         await booking.wait_for_status(held["id"], "confirmed")
-        messages = await wait_for_messages(smtp_sink, to=account.email, count=2)
-        assert sorted(message["subject"] for message in messages) == [
-            f"Booking confirmed: reservation {held['id']}",
-            f"Seats held: reservation {held['id']}",
-        ]
+        messages = await wait_for_messages(
+            smtp_sink, to=account.email, count=2, exact_for=(booking.sessionmaker, held["id"])
+        )
+        assert sorted(message["subject"] for message in messages) == subjects(
+            held["id"], "reservation_held", "reservation_confirmed"
+        )
         confirmation = next(m for m in messages if m["subject"].startswith("Booking"))
         assert held["id"] in confirmation["text"]
         assert held["id"] in confirmation["html"]
@@ -72,8 +73,12 @@ class TestSettlement:
             "card_declined",
             1,
         )
-        messages = await wait_for_messages(smtp_sink, to=account.email, count=2)
-        assert f"Payment failed: reservation {held['id']}" in [m["subject"] for m in messages]
+        messages = await wait_for_messages(
+            smtp_sink, to=account.email, count=2, exact_for=(booking.sessionmaker, held["id"])
+        )
+        assert sorted(m["subject"] for m in messages) == subjects(
+            held["id"], "reservation_held", "payment_failed"
+        )
 
     async def test_retryable_failures_are_retried_until_approved(
         self, worker: CeleryProcess, booking: Booking, payment_sandbox: PaymentSandbox
@@ -132,8 +137,10 @@ class TestSettlement:
         account, departure = await booking.customer_and_departure()
         with run_worker(jobs_log_dir, env=worker_env, name="second") as second:
             held = await booking.hold(account, departure.id)
-            # Slow enough that both workers are inside the charge at the same time.
-            await booking.pay(account, held["id"], "tok_slow_1000")
+            # Slow enough that both workers are inside the charge at the same time: each
+            # takes one delivery (one task at a time, prefetching none), and the second
+            # reaches the gateway while the first's 3 s there are far from over.
+            await booking.pay(account, held["id"], "tok_slow_3000")
             events = await booking.events(held["id"])
             assert [event.task for event in events] == ["email.send", "payments.settle"]
             for event in events:
@@ -146,15 +153,28 @@ class TestSettlement:
                     what=f"both deliveries of {event.task}",
                 )
 
+        settle = events[1]  # payments.settle, as asserted above
+        # The proof of the overlap: the gateway turned one delivery's call away because
+        # the other's, under the same idempotency key, was still being processed.
+        turned_away = [
+            line
+            for process in (worker, second)
+            for line in process.log_lines()
+            if line.get("event") == "gateway_call"
+            and line.get("task_id") == str(settle.id)
+            and line.get("detail") == "idempotency_key_in_use"
+        ]
+        assert turned_away, "the two deliveries never were at the gateway at once"
         [payment] = await booking.payments(held["id"])
         assert payment.status == "succeeded"
         charge = payment_sandbox.stats()["charges"][payment.idempotency_key]
-        assert charge["applied"] == 1
-        messages = await wait_for_messages(smtp_sink, to=account.email, count=2)
-        assert sorted(m["subject"].split(":")[0] for m in messages) == [
-            "Booking confirmed",
-            "Seats held",
-        ]
+        assert charge == {"applied": 1, "attempts": payment.attempts}
+        messages = await wait_for_messages(
+            smtp_sink, to=account.email, count=2, exact_for=(booking.sessionmaker, held["id"])
+        )
+        assert sorted(m["subject"] for m in messages) == subjects(
+            held["id"], "reservation_held", "reservation_confirmed"
+        )
         assert len({m["message_id"] for m in messages}) == 2
 
     async def test_request_id_reaches_the_worker_and_the_gateway(
@@ -228,8 +248,16 @@ class TestSettlement:
             "applied": 1,
             "attempts": 1,
         }
-        messages = await wait_for_messages(smtp_sink, to=account.email, count=3)
-        assert f"Reservation {held['id']} cancelled" in [m["subject"] for m in messages]
+        messages = await wait_for_messages(
+            smtp_sink, to=account.email, count=4, exact_for=(booking.sessionmaker, held["id"])
+        )
+        assert sorted(m["subject"] for m in messages) == subjects(
+            held["id"],
+            "reservation_held",
+            "reservation_confirmed",
+            "reservation_cancelled",
+            "refund_issued",
+        )
 
 
 class TestWorkerMetrics:
