@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tripbook import probes
 from tripbook.core.db import create_engine, create_sessionmaker, is_transient
-from tripbook.core.errors import DomainError, Unauthenticated
+from tripbook.core.errors import DomainError, Unauthenticated, Unavailable
 from tripbook.core.logging import configure_logging, get_logger
 from tripbook.core.middleware import (
     AccessLogMiddleware,
@@ -94,9 +94,18 @@ async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# Codes clients may switch on, fixed here: HTTPStatus names change between Python
+# versions (413 is REQUEST_ENTITY_TOO_LARGE on 3.11, CONTENT_TOO_LARGE on 3.13).
+HTTP_ERROR_CODES = {
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+}
+
+
 async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = HTTPStatus(exc.status_code).name
+    code = HTTP_ERROR_CODES.get(exc.status_code) or HTTPStatus(exc.status_code).name
     return problem(
         exc.status_code,
         code=code,
@@ -125,13 +134,8 @@ async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
         return await on_unexpected_error(request, exc)
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
     log.warning("database_unavailable", error=type(exc).__name__, sqlstate=sqlstate)
-    return problem(
-        503,
-        code="UNAVAILABLE",
-        title="Temporarily unavailable",
-        detail="The database is busy or unreachable; retry shortly",
-        headers={"Retry-After": "1"},
-    )
+    busy = Unavailable("The database is busy or unreachable; retry shortly", retry_after_s=1)
+    return await on_domain_error(request, busy)
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -78,7 +78,7 @@ async def test_a_chunked_body_over_the_limit_is_413_and_writes_nothing(
 
     assert within.status_code == 201, within.text
     problem = assert_problem(over, 413)
-    assert problem["request_id"] == over_id
+    assert (problem["code"], problem["request_id"]) == ("PAYLOAD_TOO_LARGE", over_id)
     assert str(MAX_BODY_BYTES) in problem["detail"]
     # Only the hold under the limit took seats.
     reservations = await factories.reservations(departure.id)

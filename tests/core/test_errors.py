@@ -56,7 +56,7 @@ class TestProblemResponses:
             "/v1/auth/register", content=oversized, headers={"content-type": "application/json"}
         )
 
-        assert_problem(response, 413)
+        assert assert_problem(response, 413)["code"] == "PAYLOAD_TOO_LARGE"
 
 
 class TestUnexpectedError:

@@ -6,15 +6,16 @@
     ├── PermissionDenied         403
     ├── Unauthenticated          401
     ├── InvalidInput             422
-    └── RateLimited              429, retryable
+    ├── RateLimited              429, retryable
+    └── Unavailable              503, retryable (a lock or statement timeout, a dead pool)
 
 Each domain subclasses these in its own ``exceptions.py`` with a stable ``code``
 (``SEATS_UNAVAILABLE``, ``DEPARTURE_NOT_FOUND`` …) that clients may switch on.
 
-Two answers are not domain errors, because no service decides them: 413 for a body
-over ``TRIPBOOK_MAX_BODY_BYTES`` (``BodySizeLimitMiddleware``, before anything parses
-it) and 503 ``UNAVAILABLE`` + ``Retry-After`` for a transient database failure such as
-a lock timeout (``main.on_database_error``).
+A transient database failure (a lock or statement timeout, a deadlock, no pooled
+connection) is turned into ``Unavailable`` by ``main.on_database_error``, wherever it
+was raised. A body over ``TRIPBOOK_MAX_BODY_BYTES`` is refused before anything parses it
+(``BodySizeLimitMiddleware``): 413 ``PAYLOAD_TOO_LARGE``, not a domain error.
 """
 
 from __future__ import annotations
@@ -70,5 +71,17 @@ class RateLimited(DomainError):
     title = "Too many requests"
 
     def __init__(self, message: str | None = None, *, retry_after_s: int, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(DomainError):
+    """A temporary condition: the client should retry after ``retry_after_s``."""
+
+    status = 503
+    code = "UNAVAILABLE"
+    title = "Temporarily unavailable"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 1, **context: Any):
         super().__init__(message, **context)
         self.retry_after_s = retry_after_s
