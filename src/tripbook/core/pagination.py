@@ -10,6 +10,8 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
+from sqlalchemy import ColumnElement
+from sqlalchemy.orm import InstrumentedAttribute
 
 from tripbook.core.db import MAX_BIGINT
 from tripbook.core.errors import InvalidInput
@@ -61,6 +63,16 @@ def decode_time_id_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return instant.astimezone(UTC), uuid.UUID(row_id)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInput("Malformed cursor", field="cursor") from exc
+
+
+def after_time_id(
+    created_at: InstrumentedAttribute[datetime],
+    row_id: InstrumentedAttribute[uuid.UUID],
+    after: tuple[datetime, uuid.UUID],
+) -> ColumnElement[bool]:
+    """Rows after ``after`` in a newest-first (created_at, id) listing."""
+    at, last_id = after
+    return (created_at < at) | ((created_at == at) & (row_id < last_id))
 
 
 def encode_time_id_cursor(created_at: datetime, row_id: uuid.UUID) -> str:

@@ -217,14 +217,8 @@ class OutboxRelay:
                 .limit(batch)
                 .with_for_update(skip_locked=True)
             )
-            messages = [Message.from_event(row) for row in rows]
             # The rows stay locked while they are sent, so another sweep skips them.
-            outcome = (
-                await anyio.to_thread.run_sync(send_batch, self.client, messages)
-                if messages
-                else {}
-            )
-            await record_outcome(await session.connection(), outcome)
+            outcome = await self._send_locked(session, list(rows))
         async with self.sessionmaker() as session:
             backlog = await session.scalar(
                 select(func.count())
@@ -254,13 +248,7 @@ class OutboxRelay:
                 .with_for_update(skip_locked=True)
             )
             events = list(rows)
-            messages = [Message.from_event(event) for event in events]
-            outcome = (
-                await anyio.to_thread.run_sync(send_batch, self.client, messages)
-                if messages
-                else {}
-            )
-            await record_outcome(await session.connection(), outcome)
+            outcome = await self._send_locked(session, events)
         sent = sum(1 for error in outcome.values() if error is None)
         if sent:
             OUTBOX_REDELIVERED.inc(sent)
@@ -269,6 +257,17 @@ class OutboxRelay:
             if event.publish_attempts + 1 >= max_deliveries and outcome.get(event.id) is None:
                 log.error("outbox_last_delivery", event_id=str(event.id), task=event.task)
         return sent
+
+    async def _send_locked(
+        self, session: AsyncSession, events: list[OutboxEvent]
+    ) -> dict[uuid.UUID, str | None]:
+        """Publish rows this session holds locked, and record the outcome on them."""
+        messages = [Message.from_event(event) for event in events]
+        outcome = (
+            await anyio.to_thread.run_sync(send_batch, self.client, messages) if messages else {}
+        )
+        await record_outcome(await session.connection(), outcome)
+        return outcome
 
     async def aclose(self) -> None:
         outbox.detach_publisher(self.engine)

@@ -177,28 +177,10 @@ class HttpPaymentGateway:
         return self._logged("/v1/charges?idempotency_key", _outcome(sent, _lookup_result))
 
     async def list_charges(self) -> list[GatewayRecord]:
-        return [
-            GatewayRecord(
-                idempotency_key=item["idempotency_key"],
-                status=item["status"],
-                amount=item["amount"],
-                reference=item.get("id"),
-                refunded=item.get("refunded", 0),
-            )
-            for item in await self._list("/v1/charges")
-        ]
+        return [_record(item) for item in await self._list("/v1/charges")]
 
     async def list_refunds(self) -> list[GatewayRecord]:
-        return [
-            GatewayRecord(
-                idempotency_key=item["idempotency_key"],
-                status=item["status"],
-                amount=item["amount"],
-                reference=item.get("id"),
-                charge_reference=item.get("charge_id"),
-            )
-            for item in await self._list("/v1/refunds")
-        ]
+        return [_record(item) for item in await self._list("/v1/refunds")]
 
     async def _list(self, path: str) -> list[dict[str, Any]]:
         response = await self.client.get(path)
@@ -252,6 +234,18 @@ def _lookup_result(response: httpx.Response) -> LookupResult:
     if not isinstance(items, list) or len(items) > 1:
         return RetryableFailure(f"http_{response.status_code}_unreadable")
     return result_from_record(items[0]) if items else Unseen()
+
+
+def _record(item: dict[str, Any]) -> GatewayRecord:
+    """A charge or a refund as the gateway lists it (a refund names its charge)."""
+    return GatewayRecord(
+        idempotency_key=item["idempotency_key"],
+        status=item["status"],
+        amount=item["amount"],
+        reference=item.get("id"),
+        charge_reference=item.get("charge_id"),
+        refunded=item.get("refunded", 0),
+    )
 
 
 def _detail(result: GatewayResult) -> str:

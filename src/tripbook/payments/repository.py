@@ -13,8 +13,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
+from tripbook.core.pagination import after_time_id
 from tripbook.payments.models import Payment
 from tripbook.payments.state import OPEN, PaymentKind, PaymentStatus
 from tripbook.reservations.models import Reservation
@@ -112,11 +112,7 @@ async def list_refunds(
     if status is not None:
         query = query.where(Payment.status == status.value)
     if after is not None:
-        created_at, refund_id = after
-        query = query.where(
-            (Payment.created_at < created_at)
-            | ((Payment.created_at == created_at) & (Payment.id < refund_id))
-        )
+        query = query.where(after_time_id(Payment.created_at, Payment.id, after))
     return list((await session.execute(query)).scalars())
 
 
@@ -130,14 +126,11 @@ class LedgerEntry:
     amount: int
     reservation_id: uuid.UUID
     reservation_status: str
-    reservation_total: int
-    charge_key: str | None  # refunds: the key of the charge they return
 
 
 async def ledger_entries(
     session: AsyncSession, *, reservation_ids: list[uuid.UUID] | None
 ) -> list[LedgerEntry]:
-    charge = aliased(Payment)
     query = (
         select(
             Payment.kind,
@@ -146,11 +139,8 @@ async def ledger_entries(
             Payment.amount,
             Payment.reservation_id,
             Reservation.status.label("reservation_status"),
-            Reservation.total_amount.label("reservation_total"),
-            charge.idempotency_key.label("charge_key"),
         )
         .join(Reservation, Reservation.id == Payment.reservation_id)
-        .outerjoin(charge, charge.id == Payment.charge_id)
         .order_by(Payment.created_at)
     )
     if reservation_ids is not None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import selectinload
 
 from tripbook.core.db import DriverStatement, fetch_one_on_driver, in_autocommit
+from tripbook.core.pagination import after_time_id
 from tripbook.reservations.models import Reservation, ReservationStatus
 from tripbook.reservations.state import LAPSES
 from tripbook.trips.models import Departure
@@ -170,11 +171,7 @@ async def list_for_user(
     if status is not None:
         query = query.where(_reads_as(status, now=datetime.now(UTC)))
     if after is not None:
-        created_at, reservation_id = after
-        query = query.where(
-            (Reservation.created_at < created_at)
-            | ((Reservation.created_at == created_at) & (Reservation.id < reservation_id))
-        )
+        query = query.where(after_time_id(Reservation.created_at, Reservation.id, after))
     return list((await session.execute(query)).scalars())
 
 
