@@ -14,9 +14,7 @@ import asyncio  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import uuid  # noqa: E402
 from collections.abc import AsyncIterator, Callable, Iterator  # noqa: E402
-from datetime import UTC, datetime, timedelta  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -28,8 +26,8 @@ from pydantic import SecretStr  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
 
 from tests.support import world  # noqa: E402
+from tests.support.apps import client_of, running  # noqa: E402
 from tests.support.factories import Factories  # noqa: E402
-from tripbook.main import create_app  # noqa: E402
 from tripbook.settings import Settings  # noqa: E402
 
 
@@ -67,15 +65,13 @@ def production_settings(settings: Settings) -> Settings:
 
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    async with running(settings) as application:
         yield application
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tripbook.test") as c:
+    async with client_of(app) as c:
         yield c
 
 
@@ -123,11 +119,3 @@ def captured_logs(
         yield lines
     finally:
         root.removeHandler(handler)
-
-
-def unique_email(prefix: str = "user") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
-
-
-def in_days(days: float) -> datetime:
-    return datetime.now(UTC) + timedelta(days=days)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,22 @@ DATABASE_URL = f"{PG_SERVER}/{DATABASE_NAME}"
 REDIS_URL = f"{REDIS_SERVER}/0"
 BROKER_URL = f"{REDIS_SERVER}/1"
 KEY_PREFIX = f"tripbook-test-{_TAG}:"
+
+
+def dsn(url: str) -> str:
+    """asyncpg's DSN for one of tripbook's URLs, which name SQLAlchemy's driver."""
+    return url.replace("+asyncpg://", "://", 1)
+
+
+PG_SERVER_DSN = dsn(PG_SERVER)  # no database: add "/postgres" for an admin connection
+DATABASE_DSN = dsn(DATABASE_URL)
+
+
+def own_key_prefix(label: str) -> str:
+    """A Redis key space of the caller's own, inside the run's: nothing else reads or writes
+    it (counters, cache, queues), and the run's clean-up still clears it."""
+    return f"{KEY_PREFIX}{label}-{uuid.uuid4().hex[:8]}:"
+
 
 ENVIRONMENT = {
     "TRIPBOOK_ENV": "test",

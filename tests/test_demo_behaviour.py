@@ -3,8 +3,6 @@ catalogue and the two demo accounts the README names, made once however often it
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 from datetime import UTC, datetime
 
@@ -12,8 +10,8 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests import environment
-from tests.users.test_cli import TRIPBOOK, login, tripbook
+from tests.support.api import login
+from tests.support.cli import tripbook
 from tripbook.demo import CATALOGUE, DAYS_AHEAD, DEMO_CUSTOMER, DEMO_OPS
 from tripbook.trips.models import Departure, Trip
 from tripbook.users.models import User
@@ -87,22 +85,10 @@ async def test_seed_demo_refuses_production(
 ) -> None:
     """``seed-demo`` refuses to run in production, as the README says: nothing is added."""
     before = await demo_state(sessionmaker)
-    env = {
-        **os.environ,
-        **environment.ENVIRONMENT,
-        "TRIPBOOK_ENV": "production",
-        "TRIPBOOK_JWT_SECRET": "p" * 40,
-    }
-    process = await asyncio.create_subprocess_exec(
-        TRIPBOOK,
-        "seed-demo",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    env = {"TRIPBOOK_ENV": "production", "TRIPBOOK_JWT_SECRET": "p" * 40}
+    code, stdout, stderr = await tripbook("seed-demo", env=env)
 
-    assert process.returncode != 0
-    assert "refusing to seed demo data into a production environment" in stderr.decode()
-    assert stdout == b""
+    assert code != 0
+    assert "refusing to seed demo data into a production environment" in stderr
+    assert stdout == ""
     assert await demo_state(sessionmaker) == before

@@ -17,9 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import unique_email
-from tests.reservations.test_router import hold_body
-from tests.support.factories import Factories
+from tests.support.api import hold_body
+from tests.support.factories import Factories, unique_email
 from tests.support.sandboxes import SmtpSink, run_payment_sandbox, run_smtp_sink
 from tests.support.servers import run_gunicorn
 from tests.support.workers import CeleryProcess, eventually, run_worker, wait_for_messages

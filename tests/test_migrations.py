@@ -19,7 +19,7 @@ from tripbook.core.models import metadata
 
 
 async def _tables(database_url: str) -> set[str]:
-    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    connection = await asyncpg.connect(environment.dsn(database_url))
     try:
         rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         return {row["tablename"] for row in rows}
@@ -28,7 +28,7 @@ async def _tables(database_url: str) -> set[str]:
 
 
 async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(f"{environment.PG_SERVER.replace('+asyncpg', '')}/postgres")
+    connection = await asyncpg.connect(f"{environment.PG_SERVER_DSN}/postgres")
     try:
         await connection.execute(sql)
     finally:

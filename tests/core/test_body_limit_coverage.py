@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.core.test_errors import assert_problem
-from tests.reservations.test_router import hold_body
+from tests.support.api import hold_body
 from tests.support.factories import Account, Factories
+from tests.support.problems import assert_problem
 from tests.support.servers import Gunicorn, run_gunicorn
 
 pytestmark = pytest.mark.slow

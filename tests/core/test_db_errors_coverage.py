@@ -20,17 +20,16 @@ import pytest
 from sqlalchemy import func, select
 
 from tests import environment
-from tests.core.test_errors import assert_problem
-from tests.reservations.test_router import hold_body
-from tests.support.coverage_apps import Served, serving
+from tests.support.api import hold_body
+from tests.support.apps import Served, serving
 from tests.support.factories import Account, Factories
+from tests.support.problems import assert_problem
 from tests.support.workers import eventually
 from tripbook.core.outbox import OutboxEvent
 from tripbook.settings import Settings
 from tripbook.trips.models import Departure
 
 Logs = Callable[[], list[dict[str, Any]]]
-PG_URL = environment.DATABASE_URL.replace("+asyncpg", "")
 SEATS = 10
 # Long enough that only the failure under test can end a statement.
 PATIENT_MS = 30_000
@@ -42,7 +41,7 @@ BLOCKED_BY = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_p
 @pytest.fixture
 async def blocker() -> AsyncIterator[asyncpg.Connection]:
     """Someone else's connection: takes row locks inside its own transaction."""
-    connection = await asyncpg.connect(PG_URL)
+    connection = await asyncpg.connect(environment.DATABASE_DSN)
     yield connection
     await connection.close()
 
@@ -50,7 +49,7 @@ async def blocker() -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 async def admin() -> AsyncIterator[asyncpg.Connection]:
     """Watches who waits for whom (its own snapshot at every statement)."""
-    connection = await asyncpg.connect(PG_URL)
+    connection = await asyncpg.connect(environment.DATABASE_DSN)
     yield connection
     await connection.close()
 

@@ -23,7 +23,7 @@ async def test_a_connection_the_server_closed_is_replaced_at_checkout(settings: 
     engine = create_engine(settings, pool_size=1, max_overflow=0)
     try:
         pid, driver = await backend_pid_and_connection(engine)
-        admin = await asyncpg.connect(environment.DATABASE_URL.replace("+asyncpg", ""))
+        admin = await asyncpg.connect(environment.DATABASE_DSN)
         try:
             assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
         finally:
@@ -41,7 +41,7 @@ async def test_a_connection_the_server_closed_is_replaced_at_checkout(settings: 
 async def test_checkout_sends_nothing_to_the_server(settings: Settings) -> None:
     """pool_pre_ping on asyncpg costs BEGIN, ";" and ROLLBACK per checkout; ours costs none."""
     engine = create_engine(settings, pool_size=1, max_overflow=0)
-    admin = await asyncpg.connect(environment.DATABASE_URL.replace("+asyncpg", ""))
+    admin = await asyncpg.connect(environment.DATABASE_DSN)
     last_activity = "SELECT state_change FROM pg_stat_activity WHERE pid = $1"
     try:
         pid, _ = await backend_pid_and_connection(engine)

@@ -38,7 +38,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def admin() -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(environment.DATABASE_URL.replace("+asyncpg", ""))
+    connection = await asyncpg.connect(environment.DATABASE_DSN)
     yield connection
     await connection.close()
 

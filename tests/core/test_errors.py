@@ -5,29 +5,16 @@ import pkgutil
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 import tripbook
+from tests.support.apps import serving
+from tests.support.problems import assert_problem
 from tripbook.core import errors
 from tripbook.core.errors import DomainError
-from tripbook.main import create_app
 from tripbook.settings import Settings
-
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "request_id"}
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert set(body) >= PROBLEM_FIELDS
-    assert body["status"] == status
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
 
 
 class TestProblemResponses:
@@ -62,18 +49,13 @@ class TestProblemResponses:
 class TestUnexpectedError:
     @pytest.fixture
     async def failing_client(self, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-        app: FastAPI = create_app(settings)
+        async with serving(settings, raise_app_exceptions=False) as served:
 
-        @app.get("/boom")
-        async def boom() -> None:
-            raise RuntimeError("secret internals: SELECT password FROM user_account")
+            @served.app.get("/boom")
+            async def boom() -> None:
+                raise RuntimeError("secret internals: SELECT password FROM user_account")
 
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://t") as client,
-        ):
-            yield client
+            yield served.client
 
     async def test_500_is_problem_json_without_internals(
         self, failing_client: httpx.AsyncClient

@@ -7,28 +7,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tests.support.api import hold_body
+from tests.support.apps import serving
 from tests.support.factories import Account, Factories
-from tripbook.core.db import unit_of_work
+from tests.support.idempotency import expire
 from tripbook.core.idempotency import IdempotencyRecord
-from tripbook.main import create_app
 from tripbook.settings import Settings
 
 TTL_S = 120
-
-
-def hold_body(departure_id: int, seats: int = 1) -> dict[str, Any]:
-    return {
-        "departure_id": departure_id,
-        "seats": seats,
-        "passengers": [{"full_name": f"Passenger {n}"} for n in range(seats)],
-    }
 
 
 async def stored(
@@ -40,28 +31,10 @@ async def stored(
         return record
 
 
-async def expire(
-    sessionmaker: async_sessionmaker[AsyncSession], account: Account, key: str
-) -> None:
-    """Move the stored response's expiry into the past, as if the TTL had run out."""
-    async with unit_of_work(sessionmaker) as session:
-        await session.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.user_id == account.id, IdempotencyRecord.key == key)
-            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
-
-
 @pytest.fixture
 async def short_ttl_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"idempotency_ttl_s": TTL_S}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://tripbook.test"
-        ) as client,
-    ):
-        yield client
+    async with serving(settings, idempotency_ttl_s=TTL_S) as served:
+        yield served.client
 
 
 class TestExpiry:
@@ -76,7 +49,7 @@ class TestExpiry:
 
         response = await short_ttl_client.post(
             "/v1/reservations",
-            json=hold_body(departure.id),
+            json=hold_body(departure.id, 1),
             headers={**account.headers, "Idempotency-Key": key},
         )
 
@@ -94,15 +67,19 @@ class TestExpiry:
     ) -> None:
         account, departure = await factories.account(), await factories.departure(seats=10)
         headers = {**account.headers, "Idempotency-Key": f"expiry-{uuid.uuid4()}"}
-        first = await client.post("/v1/reservations", json=hold_body(departure.id), headers=headers)
+        first = await client.post(
+            "/v1/reservations", json=hold_body(departure.id, 1), headers=headers
+        )
         replayed = await client.post(
-            "/v1/reservations", json=hold_body(departure.id), headers=headers
+            "/v1/reservations", json=hold_body(departure.id, 1), headers=headers
         )
         assert replayed.headers.get("idempotent-replayed") == "true"
         assert replayed.json() == first.json()
         await expire(sessionmaker, account, headers["Idempotency-Key"])
 
-        again = await client.post("/v1/reservations", json=hold_body(departure.id), headers=headers)
+        again = await client.post(
+            "/v1/reservations", json=hold_body(departure.id, 1), headers=headers
+        )
 
         assert (first.status_code, again.status_code) == (201, 201)
         assert "idempotent-replayed" not in again.headers
@@ -116,7 +93,9 @@ class TestExpiry:
             seconds=settings.idempotency_ttl_s
         )
         assert record.expires_at > datetime.now(UTC)
-        third = await client.post("/v1/reservations", json=hold_body(departure.id), headers=headers)
+        third = await client.post(
+            "/v1/reservations", json=hold_body(departure.id, 1), headers=headers
+        )
         assert third.headers.get("idempotent-replayed") == "true"
         assert third.json() == again.json()
         assert await factories.seats_available(departure.id) == 8

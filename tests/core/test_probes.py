@@ -1,17 +1,11 @@
 from __future__ import annotations
 
-import socket
-
 import httpx
 
+from tests.support.apps import serving
+from tests.support.sandboxes import closed_port
 from tripbook.main import create_app
 from tripbook.settings import Settings
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class TestHealthz:
@@ -44,11 +38,9 @@ class TestRouteOrder:
         assert "/v1/openapi.json" in docs.text
 
     async def test_no_docs_in_production(self, production_settings: Settings) -> None:
-        app = create_app(production_settings)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            docs = await c.get("/docs")
-            schema = await c.get("/v1/openapi.json")
+        async with serving(production_settings) as served:
+            docs = await served.client.get("/docs")
+            schema = await served.client.get("/v1/openapi.json")
 
         assert docs.status_code == 404
         assert schema.status_code == 200
@@ -62,44 +54,29 @@ class TestReadyz:
         assert response.json() == {"status": "ok"}  # both checks ran and passed
 
     async def test_names_the_database_when_it_is_down(self, settings: Settings) -> None:
-        broken = settings.model_copy(
-            update={
-                "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/x",
-                "readiness_timeout_s": 2.0,
-            }
-        )
-        app = create_app(broken)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-        ):
-            response = await c.get("/readyz")
+        async with serving(
+            settings,
+            database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/x",
+            readiness_timeout_s=2.0,
+        ) as served:
+            response = await served.client.get("/readyz")
 
         assert response.status_code == 503
         body = response.json()
         assert (body["status"], set(body["failing"])) == ("unavailable", {"database"})
 
     async def test_names_redis_when_it_is_down(self, settings: Settings) -> None:
-        broken = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{closed_port()}/0"})
-        app = create_app(broken)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-        ):
-            response = await c.get("/readyz")
+        async with serving(settings, redis_url=f"redis://127.0.0.1:{closed_port()}/0") as served:
+            response = await served.client.get("/readyz")
 
         assert response.status_code == 503
         body = response.json()
         assert (body["status"], set(body["failing"])) == ("unavailable", {"redis"})
 
     async def test_draining_is_not_ready(self, settings: Settings) -> None:
-        app = create_app(settings)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
-        ):
-            app.state.draining = True
-            response = await c.get("/readyz")
+        async with serving(settings) as served:
+            served.app.state.draining = True
+            response = await served.client.get("/readyz")
 
         assert response.status_code == 503
         assert response.json() == {"status": "draining"}

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.support.coverage_apps import Served, serving
+from tests.support.apps import Served, serving
 from tests.support.coverage_silent_server import SilentServer, silent_server
 from tripbook.settings import Settings
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,10 +20,11 @@ import pytest
 from fastapi import FastAPI
 
 from tests import environment
-from tests.core.test_errors import assert_problem
+from tests.support.apps import client_of, running
 from tests.support.factories import Factories
+from tests.support.problems import assert_problem
+from tests.support.sandboxes import closed_port
 from tripbook.core.ratelimit import RateLimiter
-from tripbook.main import create_app
 from tripbook.settings import Settings
 
 # The form is incomplete on purpose: the limit is checked first, so an allowed request
@@ -33,23 +32,13 @@ from tripbook.settings import Settings
 NO_FORM: dict[str, str] = {}
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @asynccontextmanager
 async def limited_app(settings: Settings, **overrides: Any) -> AsyncIterator[FastAPI]:
-    prefix = f"{environment.KEY_PREFIX}ratelimit-test-{uuid.uuid4().hex[:8]}:"
-    app = create_app(settings.model_copy(update={"redis_key_prefix": prefix, **overrides}))
-    async with app.router.lifespan_context(app):
+    """An app of its own with ``overrides``, counting in a Redis key space of its own."""
+    async with running(
+        settings, redis_key_prefix=environment.own_key_prefix("ratelimit-test"), **overrides
+    ) as app:
         yield app
-
-
-def client_for(app: FastAPI, peer: str = "127.0.0.1") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, client=(peer, 123))
-    return httpx.AsyncClient(transport=transport, base_url="http://tripbook.test")
 
 
 async def token_request(client: httpx.AsyncClient, **headers: str) -> httpx.Response:
@@ -65,7 +54,7 @@ class TestAuthLimit:
     async def test_fourth_request_is_429(self, settings: Settings) -> None:
         async with (
             limited_app(settings, rate_limit_auth="3/minute") as app,
-            client_for(app) as client,
+            client_of(app) as client,
         ):
             allowed = [await token_request(client) for _ in range(3)]
             refused = await token_request(client)
@@ -81,7 +70,7 @@ class TestAuthLimit:
     async def test_register_shares_the_auth_budget(self, settings: Settings) -> None:
         async with (
             limited_app(settings, rate_limit_auth="2/minute") as app,
-            client_for(app) as client,
+            client_of(app) as client,
         ):
             await token_request(client)
             await client.post("/v1/auth/register", json={})
@@ -92,7 +81,7 @@ class TestAuthLimit:
     async def test_disabled(self, settings: Settings) -> None:
         async with (
             limited_app(settings, rate_limit_auth="1/minute", rate_limit_enabled=False) as app,
-            client_for(app) as client,
+            client_of(app) as client,
         ):
             responses = [await token_request(client) for _ in range(5)]
 
@@ -103,7 +92,7 @@ class TestDefaultLimit:
     async def test_catalogue_and_profile_are_limited(self, settings: Settings) -> None:
         async with (
             limited_app(settings, rate_limit_default="2/minute") as app,
-            client_for(app) as client,
+            client_of(app) as client,
         ):
             allowed = [await client.get("/v1/trips") for _ in range(2)]
             refused = [await client.get("/v1/trips/1"), await client.get("/v1/users/me")]
@@ -123,7 +112,7 @@ class TestDefaultLimit:
             limited_app(
                 settings, rate_limit_default="2/minute", rate_limit_reservations="3/minute"
             ) as app,
-            client_for(app) as client,
+            client_of(app) as client,
         ):
             holds = [
                 await client.post("/v1/reservations", json=hold_body(), headers=account.headers)
@@ -144,7 +133,7 @@ class TestCallerKey:
         first, second = await factories.account(), await factories.account()
         async with (
             limited_app(settings, rate_limit_reservations="2/minute") as app,
-            client_for(app) as client,
+            client_of(app) as client,
         ):
 
             async def hold(headers: dict[str, str]) -> int:
@@ -162,8 +151,8 @@ class TestCallerKey:
     async def test_per_address_when_anonymous(self, settings: Settings) -> None:
         async with (
             limited_app(settings, rate_limit_auth="2/minute") as app,
-            client_for(app, "10.0.0.1") as first,
-            client_for(app, "10.0.0.2") as second,
+            client_of(app, peer="10.0.0.1") as first,
+            client_of(app, peer="10.0.0.2") as second,
         ):
             first_address = [(await token_request(first)).status_code for _ in range(3)]
             second_address = (await token_request(second)).status_code
@@ -174,7 +163,7 @@ class TestCallerKey:
     async def test_invalid_tokens_count_against_the_address(self, settings: Settings) -> None:
         async with (
             limited_app(settings, rate_limit_auth="2/minute") as app,
-            client_for(app) as client,
+            client_of(app) as client,
         ):
             statuses = [
                 (await token_request(client, authorization=f"Bearer forged-{n}")).status_code
@@ -195,7 +184,7 @@ class TestCallerKey:
     ) -> None:
         async with (
             limited_app(settings, rate_limit_auth="3/minute", trusted_proxies=trusted) as app,
-            client_for(app, peer) as client,
+            client_of(app, peer=peer) as client,
         ):
             statuses = [
                 (await token_request(client, **{"x-forwarded-for": f"203.0.113.{n}"})).status_code
@@ -211,7 +200,7 @@ class TestCallerKey:
                 rate_limit_auth="2/minute",
                 trusted_proxies=[ip_network("127.0.0.1/32")],
             ) as app,
-            client_for(app, "127.0.0.1") as proxy,
+            client_of(app, peer="127.0.0.1") as proxy,
         ):
 
             async def via_proxy(forwarded_for: str) -> int:
@@ -235,7 +224,7 @@ class TestRedisUnavailable:
         broken = {"redis_url": f"redis://127.0.0.1:{closed_port()}/0"}
         async with (
             limited_app(settings, rate_limit_auth="1/minute", **broken) as app,
-            client_for(app) as client,
+            client_of(app) as client,
         ):
             yield client
 
@@ -265,7 +254,7 @@ class TestNonBlocking:
         # machine must not pass for Redis trouble (which would fail open and skew the count).
         async with (
             limited_app(settings, rate_limit_auth="50/minute", redis_timeout_s=5.0) as app,
-            client_for(app) as client,
+            client_of(app) as client,
         ):
             responses = await asyncio.wait_for(
                 asyncio.gather(*(token_request(client) for _ in range(200))), timeout=60

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from tests import environment
 from tests.support.workers import eventually
 from tripbook.core import relay
 from tripbook.core.db import create_engine
@@ -29,7 +30,7 @@ async def batch_sizes(
 
     monkeypatch.setattr(relay, "send_batch", recording_send_batch)
     # A key space no worker listens to: the messages are only published, never run.
-    unheard = f"{settings.redis_key_prefix}unheard-{uuid.uuid4().hex[:8]}:"
+    unheard = environment.own_key_prefix("unheard")
     settings = settings.model_copy(update={"redis_key_prefix": unheard, "relay_linger_s": linger_s})
     engine = create_engine(settings, pool_size=1, max_overflow=0)
     publisher = OutboxRelay(settings, engine, background=True)

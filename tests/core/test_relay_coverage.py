@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from sqlalchemy import select
 
-from tests.reservations.test_router import hold_body
-from tests.support.coverage_apps import Served, serving
+from tests.support.api import hold_body
+from tests.support.apps import Served, serving
 from tests.support.coverage_silent_server import SilentServer, silent_server
 from tests.support.factories import Factories
 from tests.support.workers import eventually

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from pydantic import ValidationError
 
+from tests.support.apps import serving
 from tests.support.factories import Factories
 from tests.support.servers import Gunicorn, run_gunicorn
-from tripbook.main import create_app
 from tripbook.settings import Settings
 
 ORIGIN = "https://app.tripbook.example"
@@ -29,35 +30,31 @@ def assert_api_headers(response: httpx.Response) -> None:
     assert response.headers["content-security-policy"] == API_CSP
 
 
-async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def serve(settings: Settings, **changes: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An app with ``/boom`` (an unexpected error) under the lifespan, and its client."""
-    app: FastAPI = create_app(settings)
+    async with serving(settings, raise_app_exceptions=False, **changes) as served:
 
-    @app.get("/boom")
-    async def boom() -> None:
-        raise RuntimeError("boom")
+        @served.app.get("/boom")
+        async def boom() -> None:
+            raise RuntimeError("boom")
 
-    @app.get("/v1/users/boom")
-    async def user_boom() -> None:
-        raise RuntimeError("boom")
+        @served.app.get("/v1/users/boom")
+        async def user_boom() -> None:
+            raise RuntimeError("boom")
 
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
-    ):
-        yield client
+        yield served.client
 
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in serve(settings.model_copy(update={"cors_allow_origins": [ORIGIN]})):
+    async with serve(settings, cors_allow_origins=[ORIGIN]) as client:
         yield client
 
 
 @pytest.fixture
 async def production_api(production_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in serve(production_settings):
+    async with serve(production_settings) as client:
         yield client
 
 

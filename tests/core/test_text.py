@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.core.test_errors import assert_problem
 from tests.support.factories import Factories
+from tests.support.problems import assert_problem
 
 BAD = ["\x00", "a\x00b", "\x1b[31m", "line\nbreak", "\x7f", "\x85"]
 

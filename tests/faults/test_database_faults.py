@@ -25,7 +25,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests import environment
-from tests.reservations.test_router import hold_body
+from tests.support.api import hold_body
 from tests.support.factories import Account, Factories
 from tests.support.seats import DepartureSeats, departure_ledger
 from tests.support.servers import Gunicorn, run_gunicorn
@@ -42,7 +42,6 @@ KILLS = 4  # after each further REQUESTS / (KILLS + 1) answers
 CLIENT_TIMEOUT_S = 15.0
 BURST = 10  # holds (and as many reads) once the load is over: the pool has recovered
 SEATS = 2000  # holds of 1 or 2 seats never sell this out: refusals would be a bug here
-PG_URL = environment.DATABASE_URL.replace("+asyncpg", "")
 
 TERMINATE = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -170,7 +169,7 @@ def acceptable(response: httpx.Response) -> bool:
 
 async def terminate_sessions(after: list[int], load: Load) -> None:
     """Each time ``load`` has answered ``after[i]`` requests, end every tripbook session."""
-    killer = await asyncpg.connect(PG_URL)
+    killer = await asyncpg.connect(environment.DATABASE_DSN)
     try:
         for answered in after:
             await load.wait_for(answered)
@@ -255,7 +254,7 @@ async def mismatches(
 async def check_database(
     departure_id: int, answers: list[HoldAnswer]
 ) -> tuple[list[str], DepartureSeats]:
-    connection = await asyncpg.connect(PG_URL)
+    connection = await asyncpg.connect(environment.DATABASE_DSN)
     try:
         problems = await mismatches(connection, departure_id, answers)
         return problems, await departure_ledger(connection, departure_id)

@@ -13,12 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from tests.reservations.test_router import hold_body
+from tests.support.api import hold_body
+from tests.support.apps import serving
 from tests.support.factories import Factories
 from tests.support.sandboxes import free_port
-from tripbook.main import create_app
 from tripbook.settings import Settings
 
 Logs = Callable[[], list[dict[str, Any]]]
@@ -30,16 +29,10 @@ FAST_S = 5.0
 async def unreachable(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     # Nothing listens on a port the OS just handed out and took back. Built before
     # ``captured_logs`` is requested: create_app reconfigures logging.
-    broken = settings.model_copy(
-        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "rate_limit_enabled": True}
-    )
-    app: FastAPI = create_app(broken)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://tripbook.test") as client,
-    ):
-        yield client
+    async with serving(
+        settings, redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit_enabled=True
+    ) as served:
+        yield served.client
 
 
 def events(logs: Logs, name: str) -> list[dict[str, Any]]:

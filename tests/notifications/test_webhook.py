@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.apps import serving
 from tests.support.behaviour_http_receiver import HttpReceiver, ReceivedRequest, run_http_receiver
 from tests.support.factories import Factories
 from tests.support.sandboxes import free_port
 from tests.support.servers import Gunicorn, run_gunicorn
 from tests.support.workers import eventually
-from tripbook.main import create_app
 from tripbook.settings import Settings
 
 HANG_TIMEOUT_S = 2.0
@@ -40,14 +40,8 @@ def receiver() -> Iterator[HttpReceiver]:
 
 @asynccontextmanager
 async def client_with_webhook(settings: Settings, url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"notify_webhook_url": url}))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://tripbook.test"
-        ) as client,
-    ):
-        yield client
+    async with serving(settings, notify_webhook_url=url) as served:
+        yield served.client
 
 
 # Built before ``captured_logs`` (fixtures are set up in argument order): creating an app

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests import environment
-from tests.reservations.test_router import hold_body
+from tests.support.api import hold_body
 from tests.support.factories import Factories
 from tests.support.servers import run_gunicorn
 
@@ -55,8 +55,8 @@ async def test_sigterm_drains_in_flight_requests(log_dir: Path, factories: Facto
         "TRIPBOOK_SHUTDOWN_DELAY_S": str(SHUTDOWN_DELAY_S),
         "TRIPBOOK_DB_LOCK_TIMEOUT_MS": "20000",
     }
-    dsn = environment.DATABASE_URL.replace("+asyncpg", "")
-    blocker, observer = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    blocker = await asyncpg.connect(environment.DATABASE_DSN)
+    observer = await asyncpg.connect(environment.DATABASE_DSN)
     try:
         with run_gunicorn(log_dir, workers=WORKERS, env=env) as server:
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:

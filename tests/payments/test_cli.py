@@ -3,8 +3,6 @@ payment sandbox: one reconciliation pass, and the ledger report with its exit co
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,7 +11,7 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests import environment
+from tests.support.cli import tripbook
 from tests.support.factories import Factories
 from tests.support.payments import hold, open_payment, pay, settle_as
 from tests.support.sandboxes import PaymentSandbox
@@ -21,26 +19,15 @@ from tripbook.core.db import unit_of_work
 from tripbook.payments.gateway import Approved, RetryableFailure
 from tripbook.payments.models import Payment
 
-TRIPBOOK = str(environment.ROOT / ".venv" / "bin" / "tripbook")
 
-
-async def tripbook(sandbox: PaymentSandbox, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        TRIPBOOK,
-        *args,
-        env={
-            **os.environ,
-            **environment.ENVIRONMENT,
-            "TRIPBOOK_PAYMENT_GATEWAY_URL": sandbox.url,
-            "TRIPBOOK_PAYMENT_GATEWAY_TIMEOUT_S": "1",
-            "TRIPBOOK_PAYMENT_RECONCILE_AFTER_S": "3",
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+async def reconcile(sandbox: PaymentSandbox, *args: str) -> tuple[int, str, str]:
+    """``tripbook reconcile`` with ``args``, against ``sandbox``."""
+    env = {
+        "TRIPBOOK_PAYMENT_GATEWAY_URL": sandbox.url,
+        "TRIPBOOK_PAYMENT_GATEWAY_TIMEOUT_S": "1",
+        "TRIPBOOK_PAYMENT_RECONCILE_AFTER_S": "3",
+    }
+    return await tripbook("reconcile", *args, env=env)
 
 
 async def paid_hold(client: httpx.AsyncClient, factories: Factories) -> str:
@@ -70,10 +57,8 @@ class TestReconcile:
                 .values(updated_at=datetime.now(UTC) - timedelta(minutes=5))
             )
 
-        passed = await tripbook(payment_sandbox, "reconcile")
-        reported = await tripbook(
-            payment_sandbox, "reconcile", "--report", "--reservation", reservation_id
-        )
+        passed = await reconcile(payment_sandbox)
+        reported = await reconcile(payment_sandbox, "--report", "--reservation", reservation_id)
 
         assert passed[0] == 0, passed[2]
         # Other tests' open charges may be settled by the same pass: count at least ours.
@@ -98,8 +83,8 @@ class TestReconcile:
         await settle_as(sessionmaker, reservation_id, Approved(f"ch_{uuid.uuid4().hex}"))
         charge = await open_payment(sessionmaker, reservation_id)
 
-        code, out, err = await tripbook(
-            payment_sandbox, "reconcile", "--report", "--reservation", reservation_id
+        code, out, err = await reconcile(
+            payment_sandbox, "--report", "--reservation", reservation_id
         )
 
         assert code == 1

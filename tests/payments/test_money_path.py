@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.core.test_errors import assert_problem
 from tests.support.factories import Account, Factories
 from tests.support.payments import hold, open_payment, pay, refund_as, settle_as
+from tests.support.problems import assert_problem
 from tripbook.core.db import unit_of_work
 from tripbook.core.outbox import OutboxEvent
 from tripbook.payments import settlement

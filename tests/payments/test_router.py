@@ -11,13 +11,14 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.core.test_errors import assert_problem
+from tests import environment
+from tests.support.apps import serving
 from tests.support.factories import Account, Factories
 from tests.support.payments import hold, pay_url, settle_as
+from tests.support.problems import assert_problem
 from tests.support.workers import eventually
 from tripbook.core.db import unit_of_work
 from tripbook.core.outbox import OutboxEvent
-from tripbook.main import create_app
 from tripbook.payments.gateway import Declined
 from tripbook.payments.models import Payment
 from tripbook.reservations.models import Reservation
@@ -185,23 +186,16 @@ class TestPayRateLimited:
     async def test_shares_the_reservations_budget(
         self, settings: Settings, factories: Factories, customer: Account
     ) -> None:
-        limited = settings.model_copy(
-            update={
-                "rate_limit_reservations": "2/minute",
-                "redis_key_prefix": f"{settings.redis_key_prefix}pay-limit-{uuid.uuid4().hex}:",
-            }
-        )
-        app = create_app(limited)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://tripbook.test"
-            ) as client,
-        ):
-            held = await hold(client, factories, customer)
+        async with serving(
+            settings,
+            rate_limit_reservations="2/minute",
+            redis_key_prefix=environment.own_key_prefix("pay-limit"),
+        ) as served:
+            held = await hold(served.client, factories, customer)
             body = {"payment_token": "tok_approve"}
-            paid = await client.post(pay_url(held["id"]), json=body, headers=customer.headers)
-            again = await client.post(pay_url(held["id"]), json=body, headers=customer.headers)
+            url, headers = pay_url(held["id"]), customer.headers
+            paid = await served.client.post(url, json=body, headers=headers)
+            again = await served.client.post(url, json=body, headers=headers)
 
         assert paid.status_code == 202
         problem = assert_problem(again, 429)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests import environment
-from tests.reservations.test_router import hold_body
+from tests.support.api import hold_body
 from tests.support.factories import Account, Factories
 from tests.support.seats import DepartureSeats, departure_seats_at
 from tests.support.servers import Gunicorn, run_gunicorn
@@ -44,7 +44,7 @@ async def accounts(factories: Factories) -> list[Account]:
 
 
 async def ledger(departure_id: int) -> DepartureSeats:
-    return await departure_seats_at(environment.DATABASE_URL.replace("+asyncpg", ""), departure_id)
+    return await departure_seats_at(environment.DATABASE_DSN, departure_id)
 
 
 async def race(
@@ -177,7 +177,7 @@ class TestLockTimeout:
         settings: Settings,
     ) -> None:
         departure = await factories.departure(seats=SEATS)
-        blocker = await asyncpg.connect(environment.DATABASE_URL.replace("+asyncpg", ""))
+        blocker = await asyncpg.connect(environment.DATABASE_DSN)
         try:
             transaction = blocker.transaction()
             await transaction.start()

@@ -10,7 +10,7 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.reservations.test_router import hold_body
+from tests.support.api import hold_body
 from tests.support.factories import Account, Factories
 from tripbook.core.db import unit_of_work
 from tripbook.reservations.models import Reservation

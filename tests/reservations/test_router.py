@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -13,22 +12,11 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.core.test_errors import assert_problem
+from tests.support.api import hold_body
 from tests.support.factories import Account, Factories
+from tests.support.problems import assert_problem
 from tripbook.settings import Settings
 from tripbook.users.models import User
-
-
-def hold_body(
-    departure_id: int, seats: int = 2, *, names: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """A hold of ``seats`` seats; ``names``: the passengers' (default "Passenger 0", ...)."""
-    names = [f"Passenger {n}" for n in range(seats)] if names is None else list(names)
-    return {
-        "departure_id": departure_id,
-        "seats": seats,
-        "passengers": [{"full_name": name} for name in names],
-    }
 
 
 @pytest.fixture

@@ -1,1 +1,2 @@
-"""Helpers shared by the test-suite: processes for the local stand-ins of external services."""
+"""Helpers shared by the test-suite, each defined once here: test modules import them from
+here, never from one another."""

@@ -19,6 +19,14 @@ from tripbook.users import service as users
 PASSWORD = "correct-horse-42"
 
 
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def in_days(days: float) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     id: int

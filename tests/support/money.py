@@ -42,9 +42,15 @@ async def emails_sent(
     to: str,
     reservation_id: str,
     timeout_s: float = 30.0,
+    once_per_message_id: bool = False,
 ) -> list[str]:
     """The subjects the sink received for ``to``, once every email event of the reservation
-    has been processed: none still to come, so a duplicate would show."""
+    has been processed: none still to come, so a duplicate would show.
+
+    ``once_per_message_id``: for tests that SIGKILL a worker. A worker killed between the
+    SMTP server's "250" and its commit sends that email again on redelivery, by design with
+    the same Message-ID (mail clients show it once): such resends count once, after
+    checking they are the same message."""
 
     async def all_processed() -> bool:
         async with sessionmaker() as session:
@@ -62,7 +68,14 @@ async def emails_sent(
 
     await eventually(all_processed, timeout_s=timeout_s, what="every email to be sent")
     messages: list[dict[str, Any]] = sink.messages(to=to)
-    return sorted(message["subject"] for message in messages)
+    if not once_per_message_id:
+        return sorted(message["subject"] for message in messages)
+    by_id: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        first = by_id.setdefault(message["message_id"], message)
+        # A resend is the same message: same Message-ID, same subject and body.
+        assert (message["subject"], message["text"]) == (first["subject"], first["text"])
+    return sorted(message["subject"] for message in by_id.values())
 
 
 def subjects(reservation_id: str, *templates: str) -> list[str]:

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,11 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def closed_port() -> int:
+    """A port nothing listens on, to be refused at: one ``free_port`` just handed back."""
+    return free_port()
 
 
 def wait_until_http_ok(
@@ -146,11 +151,13 @@ class SmtpSink(RunningProcess):
         httpx.delete(f"{self.http_url}/holds", timeout=5.0).raise_for_status()
 
 
-def _stop(popen: subprocess.Popen[bytes]) -> None:
+def stop_process(popen: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``timeout_s``; nothing if it has
+    exited already."""
     if popen.poll() is None:
         popen.send_signal(signal.SIGTERM)
         try:
-            popen.wait(timeout=STOP_TIMEOUT_S)
+            popen.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             popen.kill()
             popen.wait()
@@ -178,7 +185,7 @@ def _run_script(
         yield running
     finally:
         exit_code = popen.poll()
-        _stop(popen)
+        stop_process(popen)
     if exit_code is not None:
         raise SandboxError(f"{script} died (exit code {exit_code}):\n{running.log_tail()}")
 
@@ -198,13 +205,18 @@ def run_payment_sandbox(
 
 
 @contextmanager
-def run_smtp_sink(log_dir: Path) -> Iterator[SmtpSink]:
-    """The SMTP sink; `/healthz` answering means the SMTP port is listening too."""
-    smtp_port, http_port = free_port(), free_port()
-    while http_port == smtp_port:
+def run_smtp_sink(
+    log_dir: Path, smtp_port: int | None = None, *, options: Sequence[str] = ()
+) -> Iterator[SmtpSink]:
+    """The SMTP sink on `smtp_port` (None: a free one); `/healthz` answering means the SMTP
+    port is listening too. `options`: more of the sink's arguments (TLS, a login)."""
+    smtp_port = smtp_port or free_port()
+    http_port = free_port()
+    while http_port == smtp_port:  # nothing listens on smtp_port yet: the OS may offer it
         http_port = free_port()
     http_url = f"http://127.0.0.1:{http_port}"
     args = ["--host", "127.0.0.1", "--smtp-port", str(smtp_port), "--http-port", str(http_port)]
+    args += options
     log_path = log_dir / f"smtp-sink-{smtp_port}.log"
     with _run_script("smtp_sink.py", args, log_path, f"{http_url}/healthz") as running:
         yield SmtpSink(

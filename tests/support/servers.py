@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import environment
-from tests.support.sandboxes import free_port, wait_until_http_ok
+from tests.support.sandboxes import free_port, stop_process, wait_until_http_ok
 
 
 def json_log_lines(text: str) -> list[dict[str, Any]]:
@@ -113,13 +112,7 @@ def gunicorn_process(
         server.wait_for_workers(workers, deadline)
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, stop_timeout_s)
 
 
 @contextmanager

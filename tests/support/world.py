@@ -11,6 +11,7 @@ import asyncpg
 from alembic import command
 from redis import Redis as SyncRedis
 
+from tests.environment import dsn
 from tripbook.cli import alembic_config
 
 # High enough never to refuse, low enough that the limiter still does its Redis work.
@@ -39,7 +40,7 @@ def production_like(
 
 def unreachable(url: str, default_port: int) -> str | None:
     """Why the service at ``url`` does not answer, or None when it does."""
-    parts = urlsplit(url.replace("+asyncpg", ""))
+    parts = urlsplit(dsn(url))
     address = (parts.hostname or "127.0.0.1", parts.port or default_port)
     try:
         socket.create_connection(address, timeout=3).close()
@@ -48,13 +49,8 @@ def unreachable(url: str, default_port: int) -> str | None:
     return None
 
 
-def asyncpg_dsn(url: str) -> str:
-    """asyncpg wants ``postgresql://``; tripbook's URLs name the SQLAlchemy driver."""
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 async def connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(asyncpg_dsn(url), timeout=10)
+    return await asyncpg.connect(dsn(url), timeout=10)
 
 
 async def recreate_database(url: str) -> None:

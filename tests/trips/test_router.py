@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import base64
-import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -16,10 +15,11 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests import environment
-from tests.core.test_errors import assert_problem
-from tests.support.factories import Account, Factories
+from tests.support.apps import serving
+from tests.support.factories import Account, Factories, in_days
+from tests.support.problems import assert_problem
+from tests.support.sandboxes import closed_port
 from tripbook.core.db import unit_of_work
-from tripbook.main import create_app
 from tripbook.settings import Settings
 from tripbook.trips.models import Departure, Trip
 
@@ -29,16 +29,6 @@ Schedule = Sequence[tuple[float, int, int]]
 
 def unique_place(prefix: str = "Origin") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def in_days(days: float) -> datetime:
-    return datetime.now(UTC) + timedelta(days=days)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def make_trip(
@@ -92,16 +82,11 @@ def encoded(raw: bytes) -> str:
 
 
 @asynccontextmanager
-async def serve(settings: Settings, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(settings: Settings, **changes: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An app of its own (own Redis key space) with some settings changed."""
-    prefix = f"{environment.KEY_PREFIX}{uuid.uuid4().hex[:8]}:"
-    app = create_app(settings.model_copy(update={"redis_key_prefix": prefix, **overrides}))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://tripbook.test") as client,
-    ):
-        yield client
+    prefix = environment.own_key_prefix("trips")
+    async with serving(settings, redis_key_prefix=prefix, **changes) as served:
+        yield served.client
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
 
 import asyncpg
@@ -12,28 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests import environment
-from tests.core.test_errors import assert_problem
+from tests.support.api import login
+from tests.support.cli import tripbook
+from tests.support.problems import assert_problem
 from tripbook.users.models import User
-
-TRIPBOOK = str(environment.ROOT / ".venv" / "bin" / "tripbook")
-
-
-async def tripbook(*args: str) -> tuple[int, str, str]:
-    """Run the console script; its exit code, stdout and stderr."""
-    process = await asyncio.create_subprocess_exec(
-        TRIPBOOK,
-        *args,
-        env={**os.environ, **environment.ENVIRONMENT},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
-
-
-async def login(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
-    return await client.post("/v1/auth/token", data={"username": email, "password": password})
 
 
 async def find_user(sessionmaker: async_sessionmaker[AsyncSession], email: str) -> User | None:
@@ -87,20 +67,17 @@ class TestMigrate:
         """What `make run` relies on for a fresh PostgreSQL."""
         name = f"tripbook_cli_{uuid.uuid4().hex[:8]}"
         url = f"{environment.PG_SERVER}/{name}"
-        env = {**os.environ, **environment.ENVIRONMENT, "TRIPBOOK_DATABASE_URL": url}
 
         async def migrate() -> tuple[int, str]:
-            process = await asyncio.create_subprocess_exec(
-                TRIPBOOK, "migrate", env=env, stdout=asyncio.subprocess.PIPE
+            code, stdout, _ = await tripbook(
+                "migrate", env={"TRIPBOOK_DATABASE_URL": url}, timeout_s=120
             )
-            stdout, _ = await asyncio.wait_for(process.communicate(), timeout=120)
-            assert process.returncode is not None
-            return process.returncode, stdout.decode()
+            return code, stdout
 
-        admin = await asyncpg.connect(environment.PG_SERVER.replace("+asyncpg", "") + "/postgres")
+        admin = await asyncpg.connect(f"{environment.PG_SERVER_DSN}/postgres")
         try:
             first, second = await migrate(), await migrate()
-            tables = await asyncpg.connect(url.replace("+asyncpg", ""))
+            tables = await asyncpg.connect(environment.dsn(url))
             try:
                 revision = await tables.fetchval("SELECT version_num FROM alembic_version")
             finally:

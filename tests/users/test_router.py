@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.core.test_errors import assert_problem
 from tests.support.claims_locks import backend_blocked_by, backend_pid
-from tests.support.factories import PASSWORD, Account, Factories
+from tests.support.factories import PASSWORD, Account, Factories, unique_email
+from tests.support.problems import assert_problem
 from tests.support.workers import eventually
 from tripbook.core.security import decode_access_token, verify_password
 from tripbook.settings import Settings
@@ -27,10 +27,6 @@ from tripbook.users import service as users
 from tripbook.users.models import User
 
 TIMING_ROUNDS = 11  # per path: medians a few slow samples cannot move
-
-
-def unique_email(prefix: str = "user") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
 
 
 def register_body(**overrides: Any) -> dict[str, Any]:

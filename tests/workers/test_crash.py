@@ -19,11 +19,11 @@ from celery import Celery
 from sqlalchemy import select, text
 
 from tests import environment
+from tests.support.booking import Booking, expire_now
 from tests.support.claims_locks import backend_blocked_by, backend_pid
 from tests.support.sandboxes import PaymentSandbox, SmtpSink
 from tests.support.seats import DepartureSeats, departure_seats_at
 from tests.support.workers import eventually, finished, run_worker, wait_for_messages
-from tests.workers.conftest import Booking, expire_now
 from tripbook.core.outbox import ProcessedEvent
 from tripbook.trips.models import Departure
 
@@ -224,7 +224,7 @@ async def backend_gone(booking: Booking, pid: int) -> bool:
 
 
 async def seats_of(departure_id: int) -> DepartureSeats:
-    return await departure_seats_at(environment.DATABASE_URL.replace("+asyncpg", ""), departure_id)
+    return await departure_seats_at(environment.DATABASE_DSN, departure_id)
 
 
 async def test_expiry_sweep_survives_a_killed_worker(

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from tests.support.behaviour_smtp import run_smtp_sink_on, self_signed_certificate
+from tests.support.booking import Booking
 from tests.support.money import emails_sent, subjects
 from tests.support.sandboxes import free_port
 from tests.support.workers import CeleryProcess, eventually, run_beat, run_worker
-from tests.workers.conftest import Booking
 from tripbook.core.outbox import OutboxEvent, ProcessedEvent
 
 pytestmark = pytest.mark.slow

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.booking import Booking
 from tests.support.factories import Account
 from tests.support.sandboxes import free_port, run_payment_sandbox
 from tests.support.workers import CeleryProcess, broker_backlog, eventually, run_worker
-from tests.workers.conftest import Booking
 from tripbook.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.core.test_idempotency_behaviour import expire, hold_body
+from tests.support.api import hold_body
+from tests.support.booking import Booking
+from tests.support.idempotency import expire
 from tests.support.workers import CeleryProcess, eventually, run_beat
-from tests.workers.conftest import Booking
 from tripbook.core.idempotency import IdempotencyRecord
 
 pytestmark = pytest.mark.slow
@@ -26,7 +27,7 @@ async def test_beat_purges_expired_keys_and_a_purged_key_works_again(
     for name, key in keys.items():
         response = await booking.client.post(
             "/v1/reservations",
-            json=hold_body(departure.id),
+            json=hold_body(departure.id, 1),
             headers={**account.headers, "Idempotency-Key": key},
         )
         assert response.status_code == 201, response.text
@@ -51,12 +52,12 @@ async def test_beat_purges_expired_keys_and_a_purged_key_works_again(
     )
     again = await booking.client.post(
         "/v1/reservations",
-        json=hold_body(departure.id),
+        json=hold_body(departure.id, 1),
         headers={**account.headers, "Idempotency-Key": keys["expired"]},
     )
     replayed = await booking.client.post(
         "/v1/reservations",
-        json=hold_body(departure.id),
+        json=hold_body(departure.id, 1),
         headers={**account.headers, "Idempotency-Key": keys["live"]},
     )
     assert again.status_code == 201, again.text

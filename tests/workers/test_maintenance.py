@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
+from tests.support.booking import Booking, expire_now
 from tests.support.factories import Account
 from tests.support.sandboxes import SmtpSink
 from tests.support.workers import CeleryProcess, eventually, run_beat, wait_for_messages
-from tests.workers.conftest import Booking, expire_now
 from tripbook.core.db import unit_of_work
 from tripbook.core.idempotency import IdempotencyRecord
 

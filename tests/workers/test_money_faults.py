@@ -16,20 +16,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from celery import Celery
 from fastapi import FastAPI
 from redis import Redis as SyncRedis
 
+from tests.support.apps import client_of, running
+from tests.support.booking import Booking
 from tests.support.money import emails_sent, ledger_mismatches, subjects
 from tests.support.redis_server import redis_server
 from tests.support.sandboxes import PaymentSandbox, SmtpSink, free_port, run_payment_sandbox
 from tests.support.workers import CeleryProcess, eventually, run_worker
-from tests.workers.conftest import Booking
 from tripbook.core.outbox import OutboxEvent
 from tripbook.core.relay import create_client
-from tripbook.main import create_app
 from tripbook.payments.models import Payment
 from tripbook.settings import Settings
 
@@ -370,8 +369,7 @@ async def private_broker(settings: Settings) -> AsyncIterator[tuple[FastAPI, Syn
     port = free_port()
     url = f"redis://127.0.0.1:{port}/1"
     with redis_server(port) as redis:
-        app = create_app(settings.model_copy(update={"broker_url": url}))
-        async with app.router.lifespan_context(app):
+        async with running(settings, broker_url=url) as app:
             yield app, redis, url
 
 
@@ -388,8 +386,7 @@ async def test_the_broker_lost_the_messages(
     without persistence would). The sweep publishes again every event no consumer recorded
     as processed; consumers are idempotent, so nothing happens twice."""
     app, redis, url = private_broker
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tripbook.test") as client:
+    async with client_of(app) as client:
         api = Booking(client, booking.factories, booking.sessionmaker)
         account, departure = await booking.customer_and_departure()
         held = await api.hold(account, departure.id)

@@ -18,14 +18,15 @@ from celery import Celery
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from tests import environment
+from tests.support.apps import client_of, running
+from tests.support.booking import Booking, expire_now
 from tests.support.money import subjects
 from tests.support.redis_server import redis_server
 from tests.support.sandboxes import PaymentSandbox, SmtpSink, free_port
 from tests.support.workers import CeleryProcess, eventually, finished, wait_for_messages
-from tests.workers.conftest import Booking, expire_now
 from tripbook.core.outbox import Message, OutboxEvent
 from tripbook.core.relay import create_client, send_batch
-from tripbook.main import create_app
 from tripbook.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -45,16 +46,13 @@ def worker_env(worker_env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 async def broker_down_app(settings: Settings) -> AsyncIterator[FastAPI]:
     """The API with its broker on a port where nothing listens: Redis is "down"."""
-    broken = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/1"})
-    application = create_app(broken)
-    async with application.router.lifespan_context(application):
+    async with running(settings, broker_url=f"redis://127.0.0.1:{free_port()}/1") as application:
         yield application
 
 
 @pytest.fixture
 async def broker_down_client(broker_down_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=broker_down_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tripbook.test") as c:
+    async with client_of(broker_down_app) as c:
         yield c
 
 
@@ -144,14 +142,11 @@ async def hung_broker_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, Bl
     of the test: a request that waited for the broker would not come back."""
     hole = BlackHole()
     try:
-        hung = settings.model_copy(
-            update={
-                "broker_url": f"redis://127.0.0.1:{hole.port}/1",
-                "relay_publish_timeout_s": BROKER_HANG_S,
-            }
-        )
-        application = create_app(hung)
-        async with application.router.lifespan_context(application):
+        async with running(
+            settings,
+            broker_url=f"redis://127.0.0.1:{hole.port}/1",
+            relay_publish_timeout_s=BROKER_HANG_S,
+        ) as application:
             try:
                 yield application, hole
             finally:
@@ -175,8 +170,7 @@ async def test_a_request_never_waits_for_a_hung_broker(
     answering, the hold and the payment are answered while their events wait for it."""
     app, hole = hung_broker_app
     account, departure = await booking.customer_and_departure()
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tripbook.test") as http:
+    async with client_of(app) as http:
         hung = Booking(http, booking.factories, booking.sessionmaker)
         held = await without_the_broker(hung.hold(account, departure.id))
         # The relay has sent the "seats held" event to the broker and waits for its answer.
@@ -309,7 +303,7 @@ def test_an_unroutable_event_does_not_block_the_others(settings: Settings) -> No
     unroutable = Message(uuid.uuid4(), "nowhere.do_it", {}, None)
     routable = Message(uuid.uuid4(), "email.send", {}, None)
     # A key space no worker listens to: the message is only published, never run.
-    unheard = f"{settings.redis_key_prefix}unheard-{uuid.uuid4().hex[:8]}:"
+    unheard = environment.own_key_prefix("unheard")
     client = create_client(settings.model_copy(update={"redis_key_prefix": unheard}))
     try:
         outcome = send_batch(client, [unroutable, routable])

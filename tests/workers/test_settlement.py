@@ -10,6 +10,7 @@ import httpx
 import pytest
 from celery import Celery
 
+from tests.support.booking import Booking
 from tests.support.money import emails_sent, subjects
 from tests.support.sandboxes import PaymentSandbox, SmtpSink
 from tests.support.workers import (
@@ -19,7 +20,6 @@ from tests.support.workers import (
     run_worker,
     wait_for_messages,
 )
-from tests.workers.conftest import Booking
 from tripbook.core.outbox import Message
 from tripbook.core.relay import send
 

@@ -20,6 +20,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import delete, select
 
+from tests import environment
 from tests.support.factories import Factories
 from tripbook.core.db import create_engine, unit_of_work
 from tripbook.core.outbox import OutboxEvent
@@ -42,7 +43,7 @@ class Sweeper:
 
 @pytest.fixture
 async def sweeper(settings: Settings) -> AsyncIterator[Sweeper]:
-    unheard = f"{settings.redis_key_prefix}unheard-{uuid.uuid4().hex[:8]}:"
+    unheard = environment.own_key_prefix("unheard")
     private = settings.model_copy(update={"redis_key_prefix": unheard})
     engine = create_engine(private, pool_size=2, max_overflow=0)
     relay = OutboxRelay(private, engine)

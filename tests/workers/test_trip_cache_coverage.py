@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 import pytest
 from celery import Celery
 
-from tests.support.coverage_apps import Served, serving
+from tests.support.apps import Served, serving
+from tests.support.booking import Booking, expire_now
 from tests.support.sandboxes import PaymentSandbox
 from tests.support.workers import CeleryProcess, eventually
-from tests.workers.conftest import Booking, expire_now
 from tripbook.settings import Settings
 from tripbook.trips import cache
 from tripbook.trips.models import Departure
