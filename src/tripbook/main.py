@@ -81,7 +81,7 @@ async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
     if exc.retry_after_s:
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, Unauthenticated):
-        headers["WWW-Authenticate"] = "Bearer"  # RFC 6750
+        headers["WWW-Authenticate"] = exc.www_authenticate  # RFC 6750 §3
     if exc.status >= 500:
         log.warning("domain_error", code=exc.code, detail=exc.message, **exc.context)
     return problem(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncpg
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests import environment
@@ -55,3 +57,21 @@ async def test_checkout_sends_nothing_to_the_server(settings: Settings) -> None:
     finally:
         await admin.close()
         await engine.dispose()
+
+
+async def test_errors_never_carry_a_statements_parameters(settings: Settings) -> None:
+    """A failing statement's error (and so any log line of it) does not list its parameter
+    values: one could be a password hash, a token or a customer's name."""
+    engine = create_engine(settings, pool_size=1, max_overflow=0)
+    secret = "argon2-hash-that-must-not-leak"
+    try:
+        async with engine.connect() as connection:
+            # PostgreSQL fails the statement after binding the parameter.
+            failing = text("SELECT CAST(:value AS text) || CAST(1 / 0 AS text)")
+            with pytest.raises(DBAPIError) as raised:
+                await connection.execute(failing, {"value": secret})
+    finally:
+        await engine.dispose()
+
+    assert secret not in str(raised.value)
+    assert "parameters hidden" in str(raised.value)

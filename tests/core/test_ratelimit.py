@@ -50,7 +50,52 @@ def hold_body() -> dict[str, Any]:
     return {"departure_id": 2**62, "seats": 1, "passengers": [{"full_name": "A"}]}
 
 
+def wrong_login(email: str) -> dict[str, str]:
+    return {"username": email, "password": "not-the-password-1"}
+
+
 class TestAuthLimit:
+    async def test_other_accounts_tokens_buy_no_extra_guesses(
+        self, settings: Settings, factories: Factories
+    ) -> None:
+        """The auth limit counts the address, not whatever bearer token comes along."""
+        victim = await factories.account()
+        helpers = [await factories.account() for _ in range(3)]
+        async with (
+            limited_app(settings, rate_limit_auth="2/minute") as app,
+            client_of(app) as client,
+        ):
+            statuses = [
+                (
+                    await client.post(
+                        "/v1/auth/token", data=wrong_login(victim.email), headers=helper.headers
+                    )
+                ).status_code
+                for helper in helpers
+            ]
+
+        assert statuses == [401, 401, 429]
+
+    async def test_many_addresses_share_one_accounts_budget(
+        self, settings: Settings, factories: Factories
+    ) -> None:
+        victim, other = await factories.account(), await factories.account()
+        async with (
+            limited_app(settings, rate_limit_auth="2/minute") as app,
+            client_of(app, peer="10.0.0.1") as first,
+            client_of(app, peer="10.0.0.2") as second,
+            client_of(app, peer="10.0.0.3") as third,
+        ):
+            guesses = [
+                (await client.post("/v1/auth/token", data=wrong_login(victim.email))).status_code
+                for client in (first, second, third)
+            ]
+            # Another account is not held back by the first one's budget.
+            elsewhere = await third.post("/v1/auth/token", data=wrong_login(other.email))
+
+        assert guesses == [401, 401, 429]
+        assert elsewhere.status_code == 401
+
     async def test_fourth_request_is_429(self, settings: Settings) -> None:
         async with (
             limited_app(settings, rate_limit_auth="3/minute") as app,

@@ -56,6 +56,7 @@ class TestHoldSeats:
         response = await client.post("/v1/reservations", json=hold_body(departure.id))
 
         assert assert_problem(response, 401)["code"] == "UNAUTHENTICATED"
+        assert response.headers["www-authenticate"] == "Bearer"  # no token: no error code
         assert await factories.seats_available(departure.id) == 50
 
     async def test_sold_out(
@@ -111,7 +112,8 @@ class TestHoldSeats:
             "/v1/reservations", json=hold_body(departure.id), headers=headers
         )
 
-        assert assert_problem(response, 401)["code"] == "UNAUTHENTICATED"
+        assert assert_problem(response, 401)["code"] == "INVALID_TOKEN"
+        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
         assert await factories.seats_available(departure.id) == 10
         assert await factories.reservations(departure.id) == []
 
@@ -196,7 +198,8 @@ class TestHoldSeats:
             headers={"Authorization": f"Bearer {token}"},
         )
 
-        assert assert_problem(response, 401)["code"] == "UNAUTHENTICATED"
+        assert assert_problem(response, 401)["code"] == "INVALID_TOKEN"
+        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
         assert await factories.seats_available(departure.id) == 50
 
     async def test_expired_token_is_401(
@@ -212,7 +215,9 @@ class TestHoldSeats:
             "/v1/reservations", headers={"Authorization": f"Bearer {expired}"}
         )
 
-        assert assert_problem(response, 401)["detail"] == "Token expired"
+        problem = assert_problem(response, 401)
+        assert (problem["code"], problem["detail"]) == ("TOKEN_EXPIRED", "Token expired")
+        assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
 
 
 class TestIdempotency:

@@ -326,6 +326,7 @@ class TestMe:
         response = await client.get("/v1/users/me")
 
         assert assert_problem(response, 401)["code"] == "UNAUTHENTICATED"
+        assert response.headers["www-authenticate"] == "Bearer"
 
     @pytest.mark.parametrize(
         "make_token",
@@ -384,12 +385,18 @@ class TestMe:
         settings: Settings,
         account: Account,
         make_token: Callable[[Settings, int], str],
+        request: pytest.FixtureRequest,
     ) -> None:
         token = make_token(settings, account.id)
 
         response = await client.get("/v1/users/me", headers={"Authorization": f"Bearer {token}"})
 
-        assert assert_problem(response, 401)["code"] == "UNAUTHENTICATED"
+        # Only a token that was good and ran out is worth refreshing; anything else means
+        # signing in again (RFC 6750 §3: both are "invalid_token" to the client library).
+        expired = request.node.callspec.id == "expired"
+        problem = assert_problem(response, 401)
+        assert problem["code"] == ("TOKEN_EXPIRED" if expired else "INVALID_TOKEN")
+        assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
         assert account.email not in response.text
 
     async def test_token_of_a_deleted_user(
@@ -404,7 +411,7 @@ class TestMe:
 
         response = await client.get("/v1/users/me", headers=gone.headers)
 
-        assert assert_problem(response, 401)["code"] == "UNAUTHENTICATED"
+        assert assert_problem(response, 401)["code"] == "INVALID_TOKEN"
 
     async def test_other_scheme_is_401(self, client: httpx.AsyncClient, account: Account) -> None:
         response = await client.get(

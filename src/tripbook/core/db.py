@@ -58,6 +58,9 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         # was most of a seat hold's database time.
         "pool_pre_ping": False,
         "pool_recycle": 1800,
+        # A statement's parameters (a password hash, a name, a token) never reach an error
+        # message, and so never a log line.
+        "hide_parameters": True,
         "connect_args": {
             "timeout": settings.db_connect_timeout_s,
             "server_settings": {

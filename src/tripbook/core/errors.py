@@ -57,6 +57,8 @@ class Unauthenticated(DomainError):
     status = 401
     code = "UNAUTHENTICATED"
     title = "Not authenticated"
+    # RFC 6750 §3: no error code when the request carried no token at all.
+    www_authenticate: ClassVar[str] = "Bearer"
 
 
 class InvalidInput(DomainError):

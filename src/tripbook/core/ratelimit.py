@@ -30,6 +30,10 @@ log = get_logger(__name__)
 
 # Scopes whose limit is a setting, ``rate_limit_<scope>``.
 CONFIGURED_SCOPES = ("default", "auth", "reservations")
+# Scopes counted per client address, whatever bearer token comes along: there the token
+# is the caller's to choose (three accounts' tokens would be three budgets of password
+# guesses against a fourth).
+BY_ADDRESS = frozenset({"auth"})
 
 
 class RateLimiter:
@@ -49,10 +53,10 @@ class RateLimiter:
             scope: parse(getattr(settings, f"rate_limit_{scope}")) for scope in CONFIGURED_SCOPES
         }
 
-    def caller_key(self, request: Request) -> str:
+    def caller_key(self, request: Request, scope: str) -> str:
         authorization = request.headers.get("authorization", "")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token:
+        if scope not in BY_ADDRESS and scheme.lower() == "bearer" and token:
             try:
                 return f"user:{decode_access_token(self.settings, token).user_id}"
             except Unauthenticated:
@@ -60,13 +64,20 @@ class RateLimiter:
         return f"ip:{client_ip(request, self.settings.trusted_proxies)}"
 
     async def check(
-        self, request: Request, scope: str, fallback: RateLimitItem | None = None
+        self,
+        request: Request,
+        scope: str,
+        fallback: RateLimitItem | None = None,
+        *,
+        key: str | None = None,
     ) -> None:
+        """Count one hit of ``scope`` against the caller (or against ``key``, e.g. the
+        account a login targets); raise ``RateLimited`` past the limit."""
         if not self.enabled:
             return
         limit = self.limits.get(scope, fallback)
         assert limit is not None, f"rate_limit({scope!r}) needs a limit"
-        caller = self.caller_key(request)
+        caller = key or self.caller_key(request, scope)
         try:
             allowed = await self._limiter.hit(limit, scope, caller)
             if allowed:

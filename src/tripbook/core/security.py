@@ -21,6 +21,22 @@ Role = Literal["customer", "ops"]
 JWT_ALGORITHM = "HS256"
 
 
+class TokenExpired(Unauthenticated):
+    """The token was good and has run out: the client refreshes it or signs in again."""
+
+    code = "TOKEN_EXPIRED"
+    title = "The access token has expired"
+    www_authenticate = 'Bearer error="invalid_token", error_description="The token expired"'
+
+
+class InvalidToken(Unauthenticated):
+    """Forged, malformed, or its account is gone: only signing in again helps."""
+
+    code = "INVALID_TOKEN"
+    title = "The access token is not valid"
+    www_authenticate = 'Bearer error="invalid_token"'
+
+
 @lru_cache
 def _hasher() -> PasswordHasher:
     return PasswordHasher()
@@ -78,7 +94,7 @@ def decode_access_token(settings: Settings, token: str) -> TokenClaims:
     """
     claims, expires_at = _verified_claims(settings.jwt_secret.get_secret_value(), token)
     if expires_at <= time.time():
-        raise Unauthenticated("Token expired")
+        raise TokenExpired("Token expired")
     return claims
 
 
@@ -94,12 +110,12 @@ def _verified_claims(secret: str, token: str) -> tuple[TokenClaims, float]:
         )
         role = payload["role"]
         if role not in ("customer", "ops"):
-            raise Unauthenticated("Invalid token")
+            raise InvalidToken("Invalid token")
         user_id = int(payload["sub"])
         if not 1 <= user_id <= MAX_BIGINT:
-            raise Unauthenticated("Invalid token")
+            raise InvalidToken("Invalid token")
         return TokenClaims(user_id=user_id, role=role), float(payload["exp"])
     except jwt.ExpiredSignatureError as exc:
-        raise Unauthenticated("Token expired") from exc
+        raise TokenExpired("Token expired") from exc
     except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
-        raise Unauthenticated("Invalid token") from exc
+        raise InvalidToken("Invalid token") from exc

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from tripbook.core.errors import Unauthenticated
 from tripbook.core.metrics import RESERVATIONS
 from tripbook.core.money import Money
 from tripbook.core.outbox import Message, enqueue
 from tripbook.core.pagination import Page, decode_time_id_cursor, encode_time_id_cursor
+from tripbook.core.security import InvalidToken
 from tripbook.payments import refunds
 from tripbook.reservations import repository
 from tripbook.reservations.exceptions import (
@@ -128,7 +128,7 @@ async def hold_seats(
         },
     )
     if not outcome.caller_exists:
-        raise Unauthenticated("Invalid token")  # the account was deleted after sign-in
+        raise InvalidToken("Invalid token")  # the account was deleted after sign-in
     if outcome.departs_at is None or outcome.trip_id is None:
         raise DepartureNotFound(departure_id=request.departure_id)
     if outcome.departs_at <= now:

@@ -9,7 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from tripbook.core.dependencies import SessionDep, SettingsDep
 from tripbook.core.errors import PermissionDenied, Unauthenticated
-from tripbook.core.security import TokenClaims, decode_access_token
+from tripbook.core.security import InvalidToken, TokenClaims, decode_access_token
 from tripbook.users import repository
 from tripbook.users.models import User
 
@@ -38,7 +38,7 @@ async def current_user(
 ) -> User:
     user = await repository.get_by_id(session, claims.user_id)
     if user is None:
-        raise Unauthenticated("Invalid token")
+        raise InvalidToken("Invalid token")  # the account was deleted after sign-in
     return user
 
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Form, status
+from fastapi import APIRouter, Depends, Form, Request, status
 
 from tripbook.core.dependencies import SessionDep, SettingsDep
-from tripbook.core.ratelimit import rate_limit
+from tripbook.core.ratelimit import RateLimiter, rate_limit
 from tripbook.core.security import Role, create_access_token
 from tripbook.users import service
 from tripbook.users.dependencies import CurrentUser
@@ -35,9 +35,14 @@ async def register(body: UserCreate, session: SessionDep) -> User:
 @auth_router.post("/token", response_model=AccessToken, dependencies=[auth_limit])
 async def token(
     form: Annotated[LoginForm, Form()],
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
 ) -> AccessToken:
+    """Sign in. Limited per client address and, so that many addresses cannot share the
+    guessing, per account signed in to (``TRIPBOOK_RATE_LIMIT_AUTH`` each)."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    await limiter.check(request, "auth", key=f"login:{form.username.strip().lower()}")
     user = await service.authenticate(session, email=form.username, password=form.password)
     return AccessToken(
         access_token=create_access_token(settings, user_id=user.id, role=cast(Role, user.role)),
