@@ -13,6 +13,7 @@ import math
 import os
 import re
 from collections.abc import Iterator
+from ipaddress import ip_network
 from typing import Any
 
 import kubernetes_validate
@@ -476,6 +477,41 @@ def test_network_policy_lets_in_only_api_http_and_worker_metrics(manifests: list
         ingress = _ports([r for p in policies for r in p["spec"].get("ingress", [])])
         expected = {API: {("TCP", 8000)}, WORKER: {("TCP", 9100)}, BEAT: set()}[name]
         assert ingress == expected, name
+
+
+def test_network_policy_admits_only_the_ingress_and_monitoring_namespaces(
+    manifests: list[Manifest],
+) -> None:
+    """No rule lets any pod in: the API only from the ingress controller's and Prometheus'
+    namespaces, worker metrics only from Prometheus'. Otherwise a pod anywhere could send
+    its own X-Forwarded-For from inside TRIPBOOK_TRUSTED_PROXIES."""
+    expected = {
+        API: {"ingress-nginx", "monitoring"},
+        WORKER: {"monitoring"},
+    }
+    for name, namespaces in expected.items():
+        labels = template_labels(one(manifests, "Deployment", name))
+        rules = [r for p in _policies_for(manifests, labels) for r in p["spec"].get("ingress", [])]
+        assert rules, name
+        admitted = set()
+        for rule in rules:
+            assert rule.get("from"), f"{name}: a rule without 'from' admits every pod"
+            for peer in rule["from"]:
+                assert set(peer) == {"namespaceSelector"}, (name, peer)
+                admitted.add(
+                    peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                )
+        assert admitted == namespaces, name
+
+
+def test_forwarded_for_is_trusted_from_the_pod_network_only(manifests: list[Manifest]) -> None:
+    config_map = find(manifests, "ConfigMap")[0]
+    trusted = [
+        ip_network(cidr) for cidr in config_map["data"]["TRIPBOOK_TRUSTED_PROXIES"].split(",")
+    ]
+    assert trusted
+    # Narrower than a whole private block, where load balancers and nodes live too.
+    assert all(network.prefixlen >= 16 for network in trusted), trusted
 
 
 def test_network_policy_allows_the_egress_tripbook_needs(manifests: list[Manifest]) -> None:
