@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tripbook import probes
 from tripbook.core.db import create_engine, create_sessionmaker, is_transient
-from tripbook.core.errors import DomainError, Unauthenticated, Unavailable
+from tripbook.core.errors import DomainError, InvalidInput, Unauthenticated, Unavailable
 from tripbook.core.logging import configure_logging, get_logger
 from tripbook.core.middleware import (
     AccessLogMiddleware,
@@ -84,13 +84,16 @@ async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
         headers["WWW-Authenticate"] = exc.www_authenticate  # RFC 6750 §3
     if exc.status >= 500:
         log.warning("domain_error", code=exc.code, detail=exc.message, **exc.context)
+    extra: dict[str, Any] = {"context": exc.context} if exc.context else {}
+    if isinstance(exc, InvalidInput) and exc.loc:
+        extra["errors"] = [{"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}]
     return problem(
         exc.status,
         code=exc.code,
         title=exc.title,
         detail=exc.message,
         headers=headers or None,
-        **({"context": exc.context} if exc.context else {}),
+        **extra,
     )
 
 

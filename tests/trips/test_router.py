@@ -6,7 +6,7 @@ import base64
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -274,6 +274,10 @@ class TestSearchTrips:
 
         body = assert_problem(response, 422)
         assert (body["code"], body["context"]) == ("INVALID_INPUT", {"field": "cursor"})
+        # The same errors[] shape as any other validation error.
+        assert body["errors"] == [
+            {"loc": ["query", "cursor"], "msg": "Malformed cursor", "type": "value_error"}
+        ]
 
     async def test_overlong_cursor_is_422(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/v1/trips", params={"cursor": "A" * 513})
@@ -290,7 +294,15 @@ class TestSearchTrips:
 
     @pytest.mark.parametrize("name", ["departs_after", "departs_before"])
     @pytest.mark.parametrize(
-        "value", ["2030-01-01T10:00:00", "2030-01-01", "tomorrow", "2030-13-01T10:00:00Z"]
+        "value",
+        [
+            "2030-01-01T10:00:00",
+            "2030-02-30",
+            "2030-1-1",
+            "tomorrow",
+            "2030-13-01T10:00:00Z",
+            "0.5",
+        ],
     )
     async def test_naive_or_malformed_time_is_422(
         self, client: httpx.AsyncClient, name: str, value: str
@@ -298,6 +310,40 @@ class TestSearchTrips:
         body = assert_problem(await client.get("/v1/trips", params={name: value}), 422)
 
         assert body["errors"][0]["loc"] == ["query", name]
+
+    @pytest.mark.parametrize("gap", [timedelta(0), timedelta(hours=-1)])
+    async def test_an_empty_window_is_422(self, client: httpx.AsyncClient, gap: timedelta) -> None:
+        after = in_days(3)
+        params = {"departs_after": after.isoformat(), "departs_before": (after + gap).isoformat()}
+
+        body = assert_problem(await client.get("/v1/trips", params=params), 422)
+
+        assert body["code"] == "VALIDATION_ERROR"
+        assert body["errors"] == [
+            {
+                "loc": ["query", "departs_after"],
+                "msg": "must be earlier than departs_before",
+                "type": "value_error",
+            }
+        ]
+
+    async def test_a_date_alone_is_midnight_utc(
+        self, client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        origin = unique_place()
+        trip_id, _ = await make_trip(sessionmaker, origin=origin, schedule=[(5, 10, 2500)])
+        day = in_days(5).astimezone(UTC).date()
+        next_day = day + timedelta(days=1)
+
+        same_day = await search(client, origin=origin, departs_after=day.isoformat())
+        from_next_day = await search(client, origin=origin, departs_after=next_day.isoformat())
+        before_next_day = await search(client, origin=origin, departs_before=next_day.isoformat())
+        before_the_day = await search(client, origin=origin, departs_before=day.isoformat())
+
+        assert [item["id"] for item in same_day["items"]] == [trip_id]
+        assert from_next_day["items"] == []
+        assert [item["id"] for item in before_next_day["items"]] == [trip_id]
+        assert before_the_day["items"] == []
 
     @pytest.mark.parametrize("min_seats", ["0", "-3", "101", "many"])
     async def test_invalid_min_seats_is_422(

@@ -62,9 +62,18 @@ class Unauthenticated(DomainError):
 
 
 class InvalidInput(DomainError):
+    """``loc`` names the input at fault (``("query", "cursor")``): the problem then lists it
+    in ``errors[]``, the same shape as any request that fails validation."""
+
     status = 422
     code = "INVALID_INPUT"
     title = "Invalid input"
+
+    def __init__(
+        self, message: str | None = None, *, loc: tuple[str, ...] = (), **context: Any
+    ) -> None:
+        super().__init__(message, **context)
+        self.loc = loc
 
 
 class RateLimited(DomainError):

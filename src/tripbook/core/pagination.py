@@ -17,6 +17,7 @@ from tripbook.core.db import MAX_BIGINT
 from tripbook.core.errors import InvalidInput
 
 MAX_LIMIT = 100
+CURSOR = ("query", "cursor")
 T = TypeVar("T")
 
 
@@ -35,9 +36,9 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("Malformed cursor", field="cursor") from exc
+        raise InvalidInput("Malformed cursor", loc=CURSOR, field="cursor") from exc
     if not isinstance(values, list) or len(values) != arity:
-        raise InvalidInput("Malformed cursor", field="cursor")
+        raise InvalidInput("Malformed cursor", loc=CURSOR, field="cursor")
     return values
 
 
@@ -47,7 +48,7 @@ def decode_id_cursor(cursor: str) -> int:
     # Only what encode_cursor issues: a bool is an int to Python, and an id past bigint
     # would overflow the driver into a 500.
     if type(value) is not int or not 1 <= value <= MAX_BIGINT:
-        raise InvalidInput("Malformed cursor", field="cursor")
+        raise InvalidInput("Malformed cursor", loc=CURSOR, field="cursor")
     return value
 
 
@@ -62,7 +63,7 @@ def decode_time_id_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("naive")
         return instant.astimezone(UTC), uuid.UUID(row_id)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidInput("Malformed cursor", field="cursor") from exc
+        raise InvalidInput("Malformed cursor", loc=CURSOR, field="cursor") from exc
 
 
 def after_time_id(

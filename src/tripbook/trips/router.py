@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 
 from tripbook.core.db import after_commit
 from tripbook.core.dependencies import IdPath, RedisDep, SessionDep, SettingsDep
@@ -14,7 +15,7 @@ from tripbook.trips.repository import TripFilters
 from tripbook.trips.schemas import (
     DepartureCreate,
     DepartureRead,
-    Instant,
+    SearchInstant,
     TripCreate,
     TripRead,
     TripSummary,
@@ -26,7 +27,7 @@ router = APIRouter(
 )
 
 PlaceQuery = Annotated[str | None, Query(min_length=1, max_length=100, pattern=NO_CONTROL_PATTERN)]
-InstantQuery = Annotated[Instant | None, Query()]
+InstantQuery = Annotated[SearchInstant | None, Query()]
 
 
 @router.get("", response_model=Page[TripSummary])
@@ -40,6 +41,17 @@ async def search_trips(
     cursor: CursorQuery = None,
     limit: LimitQuery = 20,
 ) -> Page[TripSummary]:
+    if departs_after and departs_before and departs_after >= departs_before:
+        # An empty window is a mistake, not a question whose answer is "nothing".
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "departs_after"),
+                    "msg": "must be earlier than departs_before",
+                    "type": "value_error",
+                }
+            ]
+        )
     filters = TripFilters(origin, destination, departs_after, departs_before, min_seats)
     return await service.search_trips(session, filters, cursor=cursor, limit=limit)
 

@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -44,6 +45,31 @@ def _in_utc(value: datetime) -> datetime:
 
 # An instant, as an RFC 3339 string with an offset; held in UTC.
 Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_in_utc)]
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
+def _date_or_rfc3339_text(value: object) -> object:
+    if isinstance(value, str) and _DATE.fullmatch(value):
+        return f"{value}T00:00:00Z"  # a day alone starts at midnight UTC
+    return _rfc3339_text(value)
+
+
+# A search bound: an instant as above, or a date alone, read as midnight UTC.
+SearchInstant = Annotated[
+    AwareDatetime,
+    BeforeValidator(_date_or_rfc3339_text),
+    AfterValidator(_in_utc),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "format": "date"},
+            ],
+            "description": "RFC 3339 date-time with an offset, or a date (midnight UTC)",
+        }
+    ),
+]
 
 
 Place = Annotated[
