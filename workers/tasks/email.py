@@ -12,11 +12,14 @@ from tripbook.core.db import unit_of_work
 from tripbook.notifications.service import send_reservation_email
 from workers import runtime
 from workers.app import app, settings
+from workers.events import is_unknown_event
 from workers.retry import is_retryable, run_or_retry
 
 
 @app.task(name="email.send", bind=True, max_retries=settings.email_max_retries)
 def send(self: Task[Any, Any], event_id: str, payload: dict[str, Any]) -> bool:
+    if is_unknown_event(self, event_id):
+        return False
     return run_or_retry(
         self,
         send_email(

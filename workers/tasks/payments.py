@@ -26,6 +26,7 @@ from tripbook.payments.settlement import Settlement
 from tripbook.trips import cache
 from workers import runtime
 from workers.app import app, settings
+from workers.events import is_unknown_event
 from workers.retry import is_final_attempt, retry_later, run_or_retry
 
 log = get_logger(__name__)
@@ -33,6 +34,8 @@ log = get_logger(__name__)
 
 @app.task(name=SETTLE_TASK, bind=True, max_retries=settings.payment_max_retries)
 def settle(self: Task[Any, Any], event_id: str, payload: dict[str, Any]) -> str:
+    if is_unknown_event(self, event_id):
+        return "unknown_event"
     settlement = run_or_retry(
         self, settle_payment(uuid.UUID(payload["payment_id"]), uuid.UUID(event_id), self)
     )
@@ -54,6 +57,8 @@ async def settle_payment(
 
 @app.task(name=REFUND_TASK, bind=True, max_retries=settings.payment_max_retries)
 def refund(self: Task[Any, Any], event_id: str, payload: dict[str, Any]) -> str:
+    if is_unknown_event(self, event_id):
+        return "unknown_event"
     outcome = run_or_retry(
         self, refund_payment(uuid.UUID(payload["refund_id"]), uuid.UUID(event_id), self)
     )

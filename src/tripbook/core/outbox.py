@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, Uuid, func, text
+from sqlalchemy import ForeignKey, Index, String, Text, Uuid, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -116,6 +116,12 @@ def enqueue(
     session.add(event)
     publish_after_commit(session, Message.from_event(event))
     return event
+
+
+async def event_exists(session: AsyncSession, event_id: uuid.UUID) -> bool:
+    """Whether this database wrote the event (a message can outlive its database)."""
+    found = await session.scalar(select(OutboxEvent.id).where(OutboxEvent.id == event_id))
+    return found is not None
 
 
 async def claim_processing(session: AsyncSession, event_id: uuid.UUID, consumer: str) -> bool:
