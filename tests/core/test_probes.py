@@ -65,13 +65,16 @@ class TestReadyz:
         body = response.json()
         assert (body["status"], set(body["failing"])) == ("unavailable", {"database"})
 
-    async def test_names_redis_when_it_is_down(self, settings: Settings) -> None:
+    async def test_redis_down_degrades_but_stays_ready(self, settings: Settings) -> None:
+        """The API serves without Redis: a Redis blip must not take every pod out."""
         async with serving(settings, redis_url=f"redis://127.0.0.1:{closed_port()}/0") as served:
             response = await served.client.get("/readyz")
+            metrics = (await served.client.get("/metrics")).text
 
-        assert response.status_code == 503
-        body = response.json()
-        assert (body["status"], set(body["failing"])) == ("unavailable", {"redis"})
+        assert response.status_code == 200
+        assert response.json() == {"status": "degraded", "degraded": {"redis": "ConnectionError"}}
+        assert 'tripbook_dependency_up{dependency="redis"} 0.0' in metrics
+        assert 'tripbook_dependency_up{dependency="database"} 1.0' in metrics
 
     async def test_draining_is_not_ready(self, settings: Settings) -> None:
         async with serving(settings) as served:

@@ -53,6 +53,12 @@ OUTBOX_REDELIVERED = Counter(
     "tripbook_outbox_redelivered_total",
     "Outbox events published again because no consumer recorded them as processed.",
 )
+DEPENDENCY_UP = Gauge(
+    "tripbook_dependency_up",
+    "Whether the last readiness check reached the dependency (1) or not (0).",
+    ["dependency"],
+    multiprocess_mode="mostrecent",
+)
 TASKS = Counter(
     "tripbook_tasks_total",
     "Celery task outcomes by task name (success, failure, retry).",
