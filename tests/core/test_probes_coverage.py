@@ -5,24 +5,18 @@ refusing: 503 naming it, within ``TRIPBOOK_READINESS_TIMEOUT_S``, not the client
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.support.apps import Served, serving
-from tests.support.coverage_silent_server import SilentServer, silent_server
+from tests.support.coverage_silent_server import SilentServer
 from tripbook.settings import Settings
 
 READINESS_TIMEOUT_S = 1.0
 # The clients' own timeouts, far above the readiness timeout: only it can end the wait.
 CLIENT_TIMEOUT_S = 20.0
 MARGIN_S = 1.5
-
-
-@pytest.fixture
-def hanging() -> Iterator[SilentServer]:
-    with silent_server() as server:
-        yield server
 
 
 @pytest.fixture

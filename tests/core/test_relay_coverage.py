@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
 
 from tests.support.api import hold_body
 from tests.support.apps import Served, serving
-from tests.support.coverage_silent_server import SilentServer, silent_server
+from tests.support.coverage_silent_server import SilentServer
 from tests.support.factories import Factories
 from tests.support.workers import eventually
 from tripbook.core.outbox import OutboxEvent
@@ -24,16 +24,10 @@ MARGIN_S = 1.0
 
 
 @pytest.fixture
-def hanging_broker() -> Iterator[SilentServer]:
-    with silent_server() as server:
-        yield server
-
-
-@pytest.fixture
-async def hung(settings: Settings, hanging_broker: SilentServer) -> AsyncIterator[Served]:
+async def hung(settings: Settings, hanging: SilentServer) -> AsyncIterator[Served]:
     async with serving(
         settings,
-        broker_url=hanging_broker.url("redis", "/1"),
+        broker_url=hanging.url("redis", "/1"),
         relay_publish_timeout_s=PUBLISH_TIMEOUT_S,
     ) as served:
         yield served
@@ -48,7 +42,7 @@ async def events_of(factories: Factories, request_id: str) -> list[OutboxEvent]:
 
 
 async def test_a_silent_broker_costs_one_publish_timeout_and_never_the_request(
-    hung: Served, hanging_broker: SilentServer, factories: Factories
+    hung: Served, hanging: SilentServer, factories: Factories
 ) -> None:
     account = await factories.account()
     departure = await factories.departure(seats=4)
@@ -80,8 +74,8 @@ async def test_a_silent_broker_costs_one_publish_timeout_and_never_the_request(
     gave_up_after = time.perf_counter() - started
 
     # The broker really was reached and really kept quiet (not a refused connection).
-    assert hanging_broker.accepted >= 1
-    assert hanging_broker.received > 0
+    assert hanging.accepted >= 1
+    assert hanging.received > 0
     assert event.task == "email.send"
     assert event.payload["reservation_id"] == response.json()["id"]
     assert (event.published_at, event.publish_attempts) == (None, 1)

@@ -10,6 +10,7 @@ from the sandbox (latency, "busy", "answer late after applying") and from SIGKIL
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from functools import partial
@@ -20,6 +21,7 @@ import pytest
 from celery import Celery
 from fastapi import FastAPI
 from redis import Redis as SyncRedis
+from sqlalchemy import select
 
 from tests.support.apps import client_of, running
 from tests.support.booking import Booking
@@ -81,10 +83,22 @@ async def reconcile_until(
         assert time.monotonic() < deadline, f"{what} not reached within {timeout_s}s"
 
 
-def handed_over(worker: CeleryProcess, task: str) -> bool:
-    """The worker spent its retries on a ``task`` and left the payment to reconciliation."""
+async def event_id_of(booking: Booking, task: str, key: str, value: uuid.UUID) -> str:
+    """The id of the outbox event (so of its task) whose payload names ``value``."""
+    async with booking.sessionmaker() as session:
+        [event_id] = await session.scalars(
+            select(OutboxEvent.id).where(
+                OutboxEvent.task == task, OutboxEvent.payload[key].astext == str(value)
+            )
+        )
+    return str(event_id)
+
+
+def handed_over(worker: CeleryProcess, task_id: str) -> bool:
+    """The worker spent its retries on this task (not another test's leftover) and left
+    the payment to reconciliation."""
     return any(
-        line.get("event") == "payment_outcome_unknown" and line.get("task_name") == task
+        line.get("event") == "payment_outcome_unknown" and line.get("task_id") == task_id
         for line in worker.log_lines()
     )
 
@@ -108,8 +122,9 @@ async def test_charged_but_every_attempt_timed_out(
     gateway.set_latency(3 * GATEWAY_TIMEOUT_S)
 
     await booking.pay(account, held["id"], "tok_approve")
-    await eventually(lambda: handed_over(faulty_worker, "payments.settle"), what="the hand-over")
     charge = await charge_of(booking, held["id"])
+    settle = await event_id_of(booking, "payments.settle", "payment_id", charge.id)
+    await eventually(lambda: handed_over(faulty_worker, settle), what="the hand-over")
     await eventually(
         lambda: gateway.stats()["charges"].get(charge.idempotency_key, {}).get("applied") == 1,
         what="the charge applied at the gateway",
@@ -203,8 +218,9 @@ async def test_refund_timed_out_while_applied(
         f"/v1/reservations/{held['id']}/cancel", headers=account.headers
     )
     assert cancelled.status_code == 200
-    await eventually(lambda: handed_over(faulty_worker, "payments.refund"), what="the hand-over")
     [refund] = await booking.payments(held["id"], kind="refund")
+    refunding = await event_id_of(booking, "payments.refund", "refund_id", refund.id)
+    await eventually(lambda: handed_over(faulty_worker, refunding), what="the hand-over")
     await eventually(
         lambda: gateway.stats()["refunds"].get(refund.idempotency_key, {}).get("applied") == 1,
         what="the refund applied at the gateway",

@@ -20,6 +20,7 @@ from tripbook.core.logging import get_logger
 from tripbook.core.metrics import PAYMENTS
 from tripbook.core.outbox import enqueue
 from tripbook.core.pagination import Page, decode_time_id_cursor, encode_time_id_cursor
+from tripbook.notifications.service import EMAIL_TASK
 from tripbook.payments import repository
 from tripbook.payments.exceptions import RefundNotFound
 from tripbook.payments.gateway import Approved, Declined, GatewayResult
@@ -30,7 +31,6 @@ from tripbook.payments.state import OPEN, PaymentKind, PaymentStatus
 log = get_logger(__name__)
 
 REFUND_TASK = "payments.refund"
-EMAIL_TASK = "email.send"
 
 
 class RefundOutcome(enum.StrEnum):

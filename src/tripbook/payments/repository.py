@@ -123,7 +123,6 @@ class LedgerEntry:
     kind: str
     idempotency_key: str
     status: str
-    amount: int
     reservation_id: uuid.UUID
     reservation_status: str
 
@@ -136,7 +135,6 @@ async def ledger_entries(
             Payment.kind,
             Payment.idempotency_key,
             Payment.status,
-            Payment.amount,
             Payment.reservation_id,
             Reservation.status.label("reservation_status"),
         )

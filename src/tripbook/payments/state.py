@@ -50,7 +50,6 @@ TRANSITIONS: dict[PaymentKind, dict[PaymentStatus, frozenset[PaymentStatus]]] = 
 
 # Statuses reconciliation keeps asking the gateway about.
 OPEN = frozenset({P.PENDING, P.UNKNOWN})
-FINAL = frozenset({P.SUCCEEDED, P.FAILED, P.REFUND_FAILED})
 
 
 def statuses(kind: PaymentKind) -> tuple[str, ...]:

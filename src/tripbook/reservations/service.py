@@ -15,6 +15,7 @@ from tripbook.core.money import Money
 from tripbook.core.outbox import Message, enqueue
 from tripbook.core.pagination import Page, decode_time_id_cursor, encode_time_id_cursor
 from tripbook.core.security import InvalidToken
+from tripbook.notifications.service import EMAIL_TASK
 from tripbook.payments import refunds
 from tripbook.reservations import repository
 from tripbook.reservations.exceptions import (
@@ -36,7 +37,6 @@ from tripbook.reservations.state import (
 from tripbook.trips.exceptions import DepartureNotFound
 from tripbook.users.models import User
 
-EMAIL_TASK = "email.send"
 # The email a customer gets when their reservation enters a state.
 EMAILS = {
     ReservationStatus.CANCELLED: "reservation_cancelled",
